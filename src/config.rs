@@ -1,0 +1,377 @@
+//! Typed configuration: embedded defaults, a TOML file, then `MASKRELAY_<SECTION>_<KEY>`
+//! environment overrides. Every error names the key at fault.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Toml(String),
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), problem: problem.into() }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub relay: Relay,
+    pub smtp: Smtp,
+    pub submission: Submission,
+    pub auth: Auth,
+    pub dns: Dns,
+    pub dkim: Dkim,
+    pub egress: Egress,
+    pub database: Database,
+    pub api: Api,
+    pub threads: Threads,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// The alias domain; its MX points at this relay.
+    pub domain: String,
+    /// The marketplace's name, shown to stores as "<shopper> via <marketplace>".
+    pub marketplace: String,
+}
+impl Default for Relay {
+    fn default() -> Self {
+        Self { domain: "relay.localhost".into(), marketplace: "Marketplace".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    pub listen: String,
+    /// Name in the greeting and EHLO reply; defaults to the relay domain.
+    pub hostname: Option<String>,
+    pub max_message_bytes: usize,
+    pub max_recipients: usize,
+    /// Commands per connection before it is closed (a client looping is cut off).
+    pub max_commands: usize,
+    /// Wrong commands per connection before it is closed.
+    pub max_errors: usize,
+    pub max_connections: usize,
+    /// Seconds a client may stay silent (RFC 5321 4.5.3.2.7 recommends 5 minutes).
+    pub idle_timeout_secs: u64,
+    pub tls_cert_path: Option<String>,
+    pub tls_key_path: Option<String>,
+}
+impl Default for Smtp {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2525".into(),
+            hostname: None,
+            max_message_bytes: 25 * 1024 * 1024,
+            max_recipients: 50,
+            max_commands: 1000,
+            max_errors: 10,
+            max_connections: 200,
+            idle_timeout_secs: 300,
+            tls_cert_path: None,
+            tls_key_path: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Submission {
+    /// Off when empty.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    Dmarc,
+    Envelope,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub mode: AuthMode,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    pub nameservers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dkim {
+    pub selector: String,
+    pub private_key_path: String,
+}
+impl Default for Dkim {
+    fn default() -> Self {
+        Self { selector: "maskrelay".into(), private_key_path: "maskrelay-dkim.pem".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    #[default]
+    Mx,
+    Smarthost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmarthostTls {
+    /// Plain SMTP: for a next hop on the same host or a private network.
+    #[default]
+    None,
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Egress {
+    pub mode: EgressMode,
+    pub smarthost: String,
+    pub smarthost_tls: SmarthostTls,
+    pub smarthost_user: Option<String>,
+    pub smarthost_password: Option<String>,
+    /// Delivery workers per process.
+    pub workers: usize,
+    /// First retry delay; each further attempt doubles it up to `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    pub max_queue_days: u64,
+    /// Seconds a worker may hold a message before another may take it over.
+    pub lease_secs: u64,
+}
+impl Default for Egress {
+    fn default() -> Self {
+        Self {
+            mode: EgressMode::Mx,
+            smarthost: String::new(),
+            smarthost_tls: SmarthostTls::None,
+            smarthost_user: None,
+            smarthost_password: None,
+            workers: 4,
+            retry_base_secs: 60,
+            retry_max_secs: 4 * 3600,
+            max_queue_days: 5,
+            lease_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    pub url: String,
+    pub max_connections: u32,
+}
+impl Default for Database {
+    fn default() -> Self {
+        Self { url: "sqlite://maskrelay.db".into(), max_connections: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    pub listen: String,
+    /// Operator bearer token; generated and printed once at start when unset.
+    pub token: Option<String>,
+    /// Base URL shoppers reach the revoke page at; defaults to `http://<api.listen>`.
+    pub public_url: Option<String>,
+}
+impl Default for Api {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), token: None, public_url: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Threads {
+    /// Days a thread lives when the API call gives no `ttl_days`.
+    pub ttl_days: u32,
+}
+impl Default for Threads {
+    fn default() -> Self {
+        Self { ttl_days: 180 }
+    }
+}
+
+const ENV_PREFIX: &str = "MASKRELAY_";
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
+            None => String::new(),
+        };
+        Self::from_toml_and_env(&text, std::env::vars())
+    }
+
+    /// The same, with the file text and environment given (for tests).
+    pub fn from_toml_and_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Toml(format!("config file: {e}")))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some((section, key)) = rest.split_once('_') else { continue };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(t) = entry else {
+                return Err(invalid(&section, "must be a table"));
+            };
+            t.insert(key, env_value(&value));
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string().trim().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        crate::address::Mailbox::parse(&format!("postmaster@{}", self.relay.domain))
+            .map_err(|_| invalid("relay.domain", "not a domain name"))?;
+        parse_addr("smtp.listen", &self.smtp.listen)?;
+        parse_addr("api.listen", &self.api.listen)?;
+        if !self.submission.listen.is_empty() {
+            parse_addr("submission.listen", &self.submission.listen)?;
+        }
+        let positive = [
+            ("smtp.max_message_bytes", self.smtp.max_message_bytes),
+            ("smtp.max_recipients", self.smtp.max_recipients),
+            ("smtp.max_commands", self.smtp.max_commands),
+            ("smtp.max_connections", self.smtp.max_connections),
+            ("egress.workers", self.egress.workers),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.egress.mode == EgressMode::Smarthost && self.egress.smarthost.is_empty() {
+            return Err(invalid("egress.smarthost", "required when egress.mode = \"smarthost\""));
+        }
+        if self.egress.mode == EgressMode::Smarthost && !self.egress.smarthost.contains(':') {
+            return Err(invalid("egress.smarthost", "expected host:port"));
+        }
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
+        {
+            return Err(invalid("database.url", "expected sqlite://PATH or postgres://…"));
+        }
+        if self.smtp.tls_cert_path.is_some() != self.smtp.tls_key_path.is_some() {
+            return Err(invalid("smtp.tls_key_path", "set both tls_cert_path and tls_key_path"));
+        }
+        if let Some(t) = &self.api.token
+            && t.len() < 16
+        {
+            return Err(invalid("api.token", "must be at least 16 characters"));
+        }
+        Ok(())
+    }
+
+    /// Host name for the SMTP greeting.
+    pub fn smtp_hostname(&self) -> &str {
+        self.smtp.hostname.as_deref().unwrap_or(&self.relay.domain)
+    }
+
+    /// Base URL of the shopper-facing pages.
+    pub fn public_url(&self) -> String {
+        match &self.api.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.api.listen),
+        }
+    }
+}
+
+fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|_| invalid(key, format!("{v:?} is not an IP:port socket address")))
+}
+
+/// An environment value is read as a TOML value when it is one (`25`, `true`, `["a"]`),
+/// else as a plain string (`127.0.0.1:2525`).
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_spec() {
+        let c = Config::from_toml_and_env("", env(&[])).unwrap();
+        assert_eq!(c.smtp.listen, "127.0.0.1:2525");
+        assert_eq!(c.api.listen, "127.0.0.1:8080");
+        assert_eq!(c.database.url, "sqlite://maskrelay.db");
+        assert_eq!(c.relay.domain, "relay.localhost");
+        assert_eq!(c.auth.mode, AuthMode::Dmarc);
+        assert_eq!(c.egress.mode, EgressMode::Mx);
+        assert_eq!(c.egress.max_queue_days, 5);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = Config::from_toml_and_env(
+            "[smtp]\nmax_recipients = 3\n[relay]\ndomain = \"a.example\"\n",
+            env(&[
+                ("MASKRELAY_SMTP_MAX_RECIPIENTS", "7"),
+                ("MASKRELAY_API_TOKEN", "0123456789abcdef0123"),
+                ("MASKRELAY_DNS_NAMESERVERS", "[\"127.0.0.1:5353\"]"),
+                ("OTHER_VAR", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.smtp.max_recipients, 7);
+        assert_eq!(c.relay.domain, "a.example");
+        assert_eq!(c.api.token.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(c.dns.nameservers, vec!["127.0.0.1:5353"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml_and_env("[smtp]\nlisten = \"nope\"\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("smtp.listen"), "{e}");
+        let e = Config::from_toml_and_env("[smtp]\nlistn = \"x\"\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+        let e = Config::from_toml_and_env("[smtp]\nmax_recipients = \"many\"\n", env(&[]))
+            .unwrap_err();
+        assert!(e.to_string().contains("max_recipients"), "{e}");
+        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MODE", "smarthost")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("egress.smarthost"), "{e}");
+    }
+}

@@ -1,0 +1,7 @@
+//! maskrelay: an email-forwarding privacy relay. A message travels
+//! listener → session → (authorize, rewrite) → queue → delivery.
+
+pub mod address;
+pub mod config;
+pub mod rewrite;
+pub mod store;

@@ -1,0 +1,275 @@
+//! The header block the reader gets. Headers pass by an allowlist; the address-bearing
+//! ones are written by the relay, never copied; no header line is made from content
+//! without CR/LF being removed first.
+
+use mail_parser::{HeaderName, HeaderValue, Message};
+
+use super::{IdMap, NamedAddress, Plan};
+
+/// Headers a reader needs that carry no routing address. Content-* of the root part are
+/// handled with the body (they change when a single-part body is rewritten).
+const PASSED: &[&str] = &[
+    "subject",
+    "date",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+    "content-language",
+    "content-id",
+    "content-description",
+    "thread-topic",
+    "thread-index",
+    "accept-language",
+    "importance",
+    "priority",
+    "sensitivity",
+    "auto-submitted",
+    "precedence",
+    "keywords",
+];
+
+const CONTENT_HEADERS: &[&str] = &["content-type", "content-transfer-encoding"];
+
+/// Writes the header block (without the blank line that ends it). `root_content` replaces
+/// the root part's Content-Type / Content-Transfer-Encoding when its body was re-encoded.
+pub fn write(
+    out: &mut Vec<u8>,
+    message: &Message<'_>,
+    plan: &Plan,
+    ids: &IdMap,
+    root_content: Option<&Vec<(String, String)>>,
+) {
+    let raw = message.raw_message();
+    push(out, "From", &mailbox(&plan.from));
+    push(out, "Reply-To", &format!("<{}>", plan.reply_to));
+    push(out, "To", &mailbox(&plan.to));
+    push(out, "Message-ID", &format!("<{}>", plan.message_id));
+    let in_reply_to = mapped_ids(message.in_reply_to(), ids);
+    if !in_reply_to.is_empty() {
+        push(out, "In-Reply-To", &in_reply_to.join(" "));
+    }
+    let references = mapped_ids(message.references(), ids);
+    if !references.is_empty() {
+        push(out, "References", &references.join(" "));
+    }
+    let mut has_date = false;
+    let root_headers = message.parts.first().map(|p| p.headers.as_slice()).unwrap_or(&[]);
+    for header in root_headers {
+        let name = header.name.as_str().to_ascii_lowercase();
+        if !PASSED.contains(&name.as_str()) {
+            continue;
+        }
+        if root_content.is_some() && CONTENT_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        has_date |= name == "date";
+        let field = &raw[header.offset_field as usize..header.offset_end as usize];
+        if contains_hidden(field, &header.value, &plan.hidden_in_headers) {
+            // A passed header that names a hidden address (a Subject quoting it): keep
+            // its decoded text with the address replaced, or drop it if it has none.
+            if let HeaderValue::Text(text) = &header.value {
+                let cleaned = replace_all(text, &plan.hidden_in_headers, &plan.from.address);
+                push(out, header.name.as_str(), &encode_text(&cleaned));
+            }
+            continue;
+        }
+        out.extend_from_slice(field);
+        if !field.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if !has_date {
+        push(out, "Date", &httpdate_now());
+    }
+    if let Some(content) = root_content {
+        for (name, value) in content {
+            push(out, name, value);
+        }
+    }
+    for (name, value) in &plan.extra_headers {
+        push(out, name, value);
+    }
+}
+
+fn mapped_ids(value: &HeaderValue<'_>, ids: &IdMap) -> Vec<String> {
+    let list: Vec<&str> = match value {
+        HeaderValue::Text(t) => vec![t.as_ref()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.as_ref()).collect(),
+        _ => Vec::new(),
+    };
+    list.into_iter().filter_map(|id| ids.get(id)).map(|id| format!("<{id}>")).collect()
+}
+
+fn contains_hidden(field: &[u8], value: &HeaderValue<'_>, hidden: &[String]) -> bool {
+    let raw = String::from_utf8_lossy(field).to_lowercase();
+    let decoded = match value {
+        HeaderValue::Text(t) => t.to_lowercase(),
+        _ => String::new(),
+    };
+    hidden.iter().any(|h| raw.contains(h.as_str()) || decoded.contains(h.as_str()))
+}
+
+/// Replaces every case-insensitive occurrence of the needles.
+pub fn replace_all(text: &str, needles: &[String], with: &str) -> String {
+    let mut out = text.to_owned();
+    for needle in needles {
+        if needle.is_empty() {
+            continue;
+        }
+        let mut result = String::with_capacity(out.len());
+        let lower = out.to_lowercase();
+        // Lowercasing can change byte lengths outside ASCII; fall back to exact matching then.
+        if lower.len() != out.len() {
+            out = out.replace(needle.as_str(), with);
+            continue;
+        }
+        let mut last = 0;
+        for (i, _) in lower.match_indices(needle.as_str()) {
+            result.push_str(&out[last..i]);
+            result.push_str(with);
+            last = i + needle.len();
+        }
+        result.push_str(&out[last..]);
+        out = result;
+    }
+    out
+}
+
+/// `"Name" <address>`, the name quoted or RFC 2047-encoded, CR/LF removed.
+pub fn mailbox(m: &NamedAddress) -> String {
+    match m.name.as_deref().map(clean).filter(|n| !n.is_empty()) {
+        Some(name) if name.is_ascii() => {
+            let escaped = name.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("\"{escaped}\" <{}>", m.address)
+        }
+        Some(name) => format!("{} <{}>", encoded_word(&name), m.address),
+        None => format!("<{}>", m.address),
+    }
+}
+
+/// A header value from text: CR/LF and other controls removed, RFC 2047 when not ASCII.
+pub fn encode_text(text: &str) -> String {
+    let text = clean(text);
+    if text.is_ascii() { text } else { encoded_word(&text) }
+}
+
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned()
+}
+
+/// RFC 2047 B-encoding, split so no encoded word exceeds 75 characters (RFC 2047 2).
+fn encoded_word(s: &str) -> String {
+    use base64::Engine;
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in s.chars() {
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        words.push(chunk);
+    }
+    words
+        .iter()
+        .map(|w| {
+            format!("=?utf-8?b?{}?=", base64::engine::general_purpose::STANDARD.encode(w))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Appends `Name: value` folded at spaces to stay under 78 characters where it can
+/// (RFC 5322 2.1.1).
+pub fn push(out: &mut Vec<u8>, name: &str, value: &str) {
+    let value: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+    let mut line_len = name.len() + 1;
+    out.extend_from_slice(name.as_bytes());
+    out.push(b':');
+    for (i, word) in value.split(' ').enumerate() {
+        if i > 0 && line_len + 1 + word.len() > 78 {
+            out.extend_from_slice(b"\r\n");
+            line_len = 0;
+        }
+        out.push(b' ');
+        out.extend_from_slice(word.as_bytes());
+        line_len += 1 + word.len();
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// RFC 5322 date of now, in UTC.
+fn httpdate_now() -> String {
+    let secs = crate::store::now();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
+    format!(
+        "{weekday}, {d} {month} {y} {:02}:{:02}:{:02} +0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's civil_from_days.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Whether a header name is one the relay passes (for tests and docs).
+pub fn is_passed(name: &HeaderName<'_>) -> bool {
+    PASSED.contains(&name.as_str().to_ascii_lowercase().as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_inject_header_lines() {
+        let m = NamedAddress {
+            name: Some("Eve\r\nBcc: victim@example.com".into()),
+            address: "a@relay.example".into(),
+        };
+        let mut out = Vec::new();
+        push(&mut out, "From", &mailbox(&m));
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("\r\n").count(), 1, "{text}");
+        assert!(text.starts_with("From: \"Eve  Bcc: victim@example.com\""));
+    }
+
+    #[test]
+    fn non_ascii_names_are_encoded() {
+        let m = NamedAddress { name: Some("Zoë \"Z\"".into()), address: "a@r.example".into() };
+        assert!(mailbox(&m).starts_with("=?utf-8?b?"));
+        let m = NamedAddress { name: Some("Acme \"Shop\"".into()), address: "a@r.example".into() };
+        assert_eq!(mailbox(&m), "\"Acme \\\"Shop\\\"\" <a@r.example>");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+    }
+
+    #[test]
+    fn replace_is_case_insensitive() {
+        let out = replace_all("Re: Jane@Example.com asked", &["jane@example.com".into()], "x@r");
+        assert_eq!(out, "Re: x@r asked");
+    }
+}

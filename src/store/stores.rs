@@ -1,0 +1,160 @@
+//! The `stores` table: a store's name, the real contact address mail to it goes to, and
+//! the sender patterns allowed to write to its shoppers.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Db, StoreError, now};
+use crate::address::{Mailbox, SenderPattern, StoreId};
+
+/// A store as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Store {
+    pub id: StoreId,
+    pub name: String,
+    pub contact: String,
+    pub senders: Vec<String>,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Whether `from` is one of the store's approved senders.
+    pub fn approves(&self, from: &Mailbox) -> bool {
+        self.senders
+            .iter()
+            .filter_map(|s| SenderPattern::parse(s).ok())
+            .any(|p| p.matches(from))
+    }
+    pub fn contact_mailbox(&self) -> Result<Mailbox, StoreError> {
+        Mailbox::parse(&self.contact).map_err(|_| StoreError::Corrupt("store contact".into()))
+    }
+}
+
+/// What a caller may set on a store.
+#[derive(Debug, Clone)]
+pub struct StoreFields {
+    pub name: String,
+    pub contact: Mailbox,
+    pub senders: Vec<SenderPattern>,
+}
+
+fn patterns_json(senders: &[SenderPattern]) -> String {
+    let list: Vec<String> = senders
+        .iter()
+        .map(|p| match p {
+            SenderPattern::Address(a) => a.clone(),
+            SenderPattern::Domain(d) => format!("@{d}"),
+        })
+        .collect();
+    serde_json::Value::from(list).to_string()
+}
+
+fn from_row(row: &AnyRow) -> Result<Store, StoreError> {
+    let id: String = row.try_get("id")?;
+    let senders: String = row.try_get("senders")?;
+    Ok(Store {
+        id: StoreId::parse(&id).map_err(|_| StoreError::Corrupt("store id".into()))?,
+        name: row.try_get("name")?,
+        contact: row.try_get("contact")?,
+        senders: serde_json::from_str(&senders)
+            .map_err(|_| StoreError::Corrupt("store senders".into()))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Creates a store; a conflict when the id is taken (also by a deleted store).
+pub async fn create(db: &Db, id: &StoreId, f: &StoreFields) -> Result<Store, StoreError> {
+    let res = sqlx::query(
+        "INSERT INTO stores (id, name, contact, senders, created_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id.as_str())
+    .bind(&f.name)
+    .bind(f.contact.expose())
+    .bind(patterns_json(&f.senders))
+    .bind(now())
+    .execute(&db.pool)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!("store {id} exists or existed")));
+    }
+    get(db, id).await
+}
+
+/// A live store.
+pub async fn get(db: &Db, id: &StoreId) -> Result<Store, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, name, contact, senders, created_at FROM stores \
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&db.pool)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    from_row(&row)
+}
+
+/// All live stores, by id.
+pub async fn list(db: &Db) -> Result<Vec<Store>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, name, contact, senders, created_at FROM stores \
+         WHERE deleted_at IS NULL ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Changes the fields given.
+pub async fn update(
+    db: &Db,
+    id: &StoreId,
+    name: Option<&str>,
+    contact: Option<&Mailbox>,
+    senders: Option<&[SenderPattern]>,
+) -> Result<Store, StoreError> {
+    let res = sqlx::query(
+        "UPDATE stores SET name = COALESCE($2, name), contact = COALESCE($3, contact), \
+         senders = COALESCE($4, senders) WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id.as_str())
+    .bind(name)
+    .bind(contact.map(Mailbox::expose))
+    .bind(senders.map(patterns_json))
+    .execute(&db.pool)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    get(db, id).await
+}
+
+/// Deletes a store: its active threads are revoked, its contact forgotten, and its id kept
+/// reserved so no alias that carries it is ever issued again.
+pub async fn delete(db: &Db, id: &StoreId) -> Result<u64, StoreError> {
+    let mut tx = db.pool.begin().await?;
+    let t = now();
+    let res = sqlx::query(
+        "UPDATE stores SET deleted_at = $2, contact = '', senders = '[]' \
+         WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id.as_str())
+    .bind(t)
+    .execute(&mut *tx)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let revoked = sqlx::query(
+        "UPDATE threads SET status = 'revoked', updated_at = $2 \
+         WHERE store_id = $1 AND status = 'active'",
+    )
+    .bind(id.as_str())
+    .bind(t)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(revoked)
+}

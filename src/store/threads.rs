@@ -1,0 +1,225 @@
+//! The `threads` table: one order between one store and one shopper, its two aliases and
+//! its state. The shopper's real address lives here and nowhere else.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Db, StoreError, now};
+use crate::address::{self, Mailbox, Side, StoreId};
+
+/// A thread's state as the SPEC names it. `Expired` is derived from `expires_at`, so a
+/// thread expires on time without a sweeper having to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadStatus {
+    Active,
+    Revoked,
+    Expired,
+    Erased,
+}
+
+impl ThreadStatus {
+    fn from_stored(s: &str, expires_at: i64, at: i64) -> Result<Self, StoreError> {
+        Ok(match s {
+            "active" if expires_at <= at => Self::Expired,
+            "active" => Self::Active,
+            "revoked" => Self::Revoked,
+            "erased" => Self::Erased,
+            other => return Err(StoreError::Corrupt(format!("thread status {other:?}"))),
+        })
+    }
+    /// The one place that says whether an alias of the thread takes mail.
+    pub fn accepts_mail(self) -> bool {
+        self == Self::Active
+    }
+}
+
+/// A thread. Deliberately not `Serialize`: the API builds its own view without the address.
+#[derive(Debug, Clone)]
+pub struct Thread {
+    pub id: String,
+    pub store_id: StoreId,
+    pub order: String,
+    /// None once erased.
+    pub shopper: Option<Mailbox>,
+    pub shopper_name: Option<String>,
+    /// Local parts; the domain is the relay domain.
+    pub shopper_alias: String,
+    pub store_alias: String,
+    pub status: ThreadStatus,
+    pub revoke_token: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+const COLUMNS: &str = "id, store_id, order_ref, shopper_email, shopper_name, shopper_alias, \
+                       store_alias, status, revoke_token, created_at, expires_at";
+
+fn from_row(row: &AnyRow) -> Result<Thread, StoreError> {
+    let store_id: String = row.try_get("store_id")?;
+    let shopper: Option<String> = row.try_get("shopper_email")?;
+    let status: String = row.try_get("status")?;
+    let expires_at: i64 = row.try_get("expires_at")?;
+    Ok(Thread {
+        id: row.try_get("id")?,
+        store_id: StoreId::parse(&store_id).map_err(|_| StoreError::Corrupt("store id".into()))?,
+        order: row.try_get("order_ref")?,
+        shopper: shopper
+            .map(|s| Mailbox::parse(&s))
+            .transpose()
+            .map_err(|_| StoreError::Corrupt("shopper address".into()))?,
+        shopper_name: row.try_get("shopper_name")?,
+        shopper_alias: row.try_get("shopper_alias")?,
+        store_alias: row.try_get("store_alias")?,
+        status: ThreadStatus::from_stored(&status, expires_at, now())?,
+        revoke_token: row.try_get("revoke_token")?,
+        created_at: row.try_get("created_at")?,
+        expires_at,
+    })
+}
+
+/// What a new thread needs.
+#[derive(Debug, Clone)]
+pub struct NewThread {
+    pub store: StoreId,
+    pub order: String,
+    pub shopper: Mailbox,
+    pub shopper_name: Option<String>,
+    pub ttl_days: u32,
+}
+
+/// Creates the thread, or returns the existing one for the same (store, order, shopper):
+/// `(thread, created)`. Idempotent under concurrent calls (the unique index decides).
+pub async fn create(db: &Db, new: &NewThread) -> Result<(Thread, bool), StoreError> {
+    let t = now();
+    let expires_at = t + i64::from(new.ttl_days) * 86_400;
+    let id = format!("thr_{}", address::random_token(20));
+    let res = sqlx::query(
+        "INSERT INTO threads (id, store_id, order_ref, shopper_key, shopper_email, shopper_name, \
+         shopper_alias, store_alias, status, revoke_token, created_at, updated_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $10, $11) \
+         ON CONFLICT (store_id, order_ref, shopper_key) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(new.store.as_str())
+    .bind(&new.order)
+    .bind(new.shopper.normalized())
+    .bind(new.shopper.expose())
+    .bind(new.shopper_name.as_deref())
+    .bind(address::new_shopper_alias_local())
+    .bind(address::new_store_alias_local(&new.store))
+    .bind(address::random_token(32))
+    .bind(t)
+    .bind(expires_at)
+    .execute(&db.pool)
+    .await?;
+    let created = res.rows_affected() == 1;
+    let sql = select_where("WHERE store_id = $1 AND order_ref = $2 AND shopper_key = $3");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(new.store.as_str())
+        .bind(&new.order)
+        .bind(new.shopper.normalized())
+        .fetch_one(&db.pool)
+        .await?;
+    Ok((from_row(&row)?, created))
+}
+
+fn select_where(where_clause: &str) -> String {
+    format!("SELECT {COLUMNS} FROM threads {where_clause}")
+}
+
+/// A thread by id.
+pub async fn get(db: &Db, id: &str) -> Result<Thread, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(select_where("WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    from_row(&row)
+}
+
+/// The thread behind an alias local part (case-insensitive) and which side it stands for:
+/// one round trip, as it runs once per RCPT.
+pub async fn find_by_alias(db: &Db, local: &str) -> Result<Option<(Thread, Side)>, StoreError> {
+    let local = local.to_ascii_lowercase();
+    let row = sqlx::query(sqlx::AssertSqlSafe(select_where(
+        "WHERE shopper_alias = $1 OR store_alias = $1",
+    )))
+    .bind(&local)
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let thread = from_row(&row)?;
+    let side = if thread.shopper_alias == local { Side::Shopper } else { Side::Store };
+    Ok(Some((thread, side)))
+}
+
+/// A thread by the token of its revoke page.
+pub async fn find_by_revoke_token(db: &Db, token: &str) -> Result<Thread, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(select_where("WHERE revoke_token = $1")))
+        .bind(token)
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    from_row(&row)
+}
+
+/// Threads of a store, newest first.
+pub async fn list_for_store(db: &Db, store: &StoreId) -> Result<Vec<Thread>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(select_where(
+        "WHERE store_id = $1 ORDER BY created_at DESC, id",
+    )))
+    .bind(store.as_str())
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Revokes one thread; revoking twice is harmless. Erased threads stay erased.
+pub async fn revoke(db: &Db, id: &str) -> Result<Thread, StoreError> {
+    sqlx::query(
+        "UPDATE threads SET status = 'revoked', updated_at = $2 WHERE id = $1 AND status = 'active'",
+    )
+    .bind(id)
+    .bind(now())
+    .execute(&db.pool)
+    .await?;
+    get(db, id).await
+}
+
+/// Revokes every active thread of a shopper; returns how many changed.
+pub async fn revoke_shopper(db: &Db, shopper: &Mailbox) -> Result<u64, StoreError> {
+    let res = sqlx::query(
+        "UPDATE threads SET status = 'revoked', updated_at = $2 \
+         WHERE shopper_key = $1 AND status = 'active'",
+    )
+    .bind(shopper.normalized())
+    .bind(now())
+    .execute(&db.pool)
+    .await?;
+    Ok(res.rows_affected())
+}
+
+/// Forgets a shopper for good: address and name gone, threads erased (so their aliases
+/// refuse mail and are never reissued), queued mail of those threads and their
+/// Message-ID mappings deleted. Returns how many threads were erased.
+pub async fn erase_shopper(db: &Db, shopper: &Mailbox) -> Result<u64, StoreError> {
+    let key = shopper.normalized();
+    let mut tx = db.pool.begin().await?;
+    for sql in [
+        "DELETE FROM queue WHERE thread_id IN (SELECT id FROM threads WHERE shopper_key = $1)",
+        "DELETE FROM message_ids WHERE thread_id IN (SELECT id FROM threads WHERE shopper_key = $1)",
+    ] {
+        sqlx::query(sql).bind(&key).execute(&mut *tx).await?;
+    }
+    let res = sqlx::query(
+        "UPDATE threads SET status = 'erased', shopper_key = NULL, shopper_email = NULL, \
+         shopper_name = NULL, updated_at = $2 WHERE shopper_key = $1",
+    )
+    .bind(&key)
+    .bind(now())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(res.rows_affected())
+}
