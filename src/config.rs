@@ -159,6 +159,8 @@ pub struct Egress {
     pub max_queue_days: u64,
     /// Seconds a worker may hold a message before another may take it over.
     pub lease_secs: u64,
+    /// Port of MX hosts (25 on the internet; tests point it at a loopback sink).
+    pub mx_port: u16,
 }
 impl Default for Egress {
     fn default() -> Self {
@@ -173,6 +175,7 @@ impl Default for Egress {
             retry_max_secs: 4 * 3600,
             max_queue_days: 5,
             lease_secs: 300,
+            mx_port: 25,
         }
     }
 }

@@ -5,3 +5,7 @@ pub mod address;
 pub mod config;
 pub mod rewrite;
 pub mod store;
+pub mod delivery;
+pub mod dns;
+pub mod queue;
+pub mod shutdown;

@@ -1,0 +1,173 @@
+//! Egress: delivery workers lease queued messages and hand them to a `Dispatcher`
+//! (a smarthost, or direct MX delivery). Transient failures are retried with backoff;
+//! permanent ones and messages too old are given up and recorded.
+
+pub mod mx;
+pub mod smarthost;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::config::Egress;
+use crate::queue::{self, Leased};
+use crate::store::events::{self, EventKind, NewEvent};
+use crate::store::{Db, now};
+
+/// Why a delivery attempt failed, split the way retrying needs it.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// A 4xx reply, a connection or DNS failure: try again later.
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    /// A 5xx reply: this will never work.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// The SMTP envelope of one delivery.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub mail_from: String,
+    pub rcpt_to: String,
+}
+
+/// Boxed future, so a dispatcher can sit behind `Arc<dyn Dispatcher>`.
+pub type DeliveryFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
+
+/// Sends one message to its next hop.
+pub trait Dispatcher: Send + Sync {
+    fn deliver<'a>(&'a self, envelope: &'a Envelope, message: &'a [u8]) -> DeliveryFuture<'a>;
+}
+
+/// What the workers share.
+pub struct Workers {
+    pub db: Db,
+    pub dispatcher: Arc<dyn Dispatcher>,
+    pub config: Egress,
+    /// Woken on every enqueue, so delivery starts at once instead of at the next poll.
+    pub wake: Arc<Notify>,
+    pub node: String,
+}
+
+/// How often an idle worker looks at the queue anyway (retries come due, leases expire).
+const POLL: Duration = Duration::from_secs(1);
+
+impl Workers {
+    /// Runs `egress.workers` workers until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        let mut handles = Vec::new();
+        for n in 0..self.config.workers {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            handles.push(tokio::spawn(async move { me.worker(n, shutdown).await }));
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+
+    async fn worker(&self, n: usize, mut shutdown: crate::shutdown::Shutdown) {
+        let name = format!("{}/{n}", self.node);
+        let lease = Duration::from_secs(self.config.lease_secs.max(1));
+        loop {
+            if shutdown.is_triggered() {
+                return;
+            }
+            let batch = match queue::lease(&self.db, &name, 8, lease).await {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "queue lease failed");
+                    Vec::new()
+                }
+            };
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = shutdown.wait() => return,
+                }
+                continue;
+            }
+            for msg in batch {
+                // Finish the message in hand even during shutdown: its lease would
+                // otherwise hold it back until it expires.
+                self.attempt(msg).await;
+            }
+        }
+    }
+
+    async fn attempt(&self, msg: Leased) {
+        let envelope = Envelope { mail_from: msg.mail_from.clone(), rcpt_to: msg.rcpt_to.clone() };
+        let started = std::time::Instant::now();
+        let result = self.dispatcher.deliver(&envelope, &msg.message).await;
+        metrics::histogram!("maskrelay_delivery_seconds").record(started.elapsed().as_secs_f64());
+        let outcome = match result {
+            Ok(()) => {
+                metrics::counter!("maskrelay_delivered_total").increment(1);
+                info!(queue_id = %msg.id, attempts = msg.attempts + 1, "delivered");
+                queue::complete(&self.db, &msg.id).await
+            }
+            Err(DeliveryError::Transient(e)) => {
+                let max_age = self.config.max_queue_days as i64 * 86_400;
+                if now() - msg.created_at >= max_age {
+                    self.give_up(&msg, &format!("expired in queue: {e}")).await
+                } else {
+                    let delay = queue::backoff(
+                        msg.attempts,
+                        Duration::from_secs(self.config.retry_base_secs),
+                        Duration::from_secs(self.config.retry_max_secs),
+                    );
+                    metrics::counter!("maskrelay_delivery_deferred_total").increment(1);
+                    info!(queue_id = %msg.id, attempts = msg.attempts + 1,
+                          retry_in_secs = delay.as_secs(), "deferred");
+                    debug!(queue_id = %msg.id, error = %e, "deferral reason");
+                    queue::retry_later(&self.db, &msg.id, now() + delay.as_secs() as i64, &e).await
+                }
+            }
+            Err(DeliveryError::Permanent(e)) => self.give_up(&msg, &e).await,
+        };
+        if let Err(e) = outcome {
+            // The lease runs out and the message is tried again: at worst sent twice,
+            // never lost.
+            warn!(queue_id = %msg.id, error = %e, "could not record delivery outcome");
+        }
+    }
+
+    async fn give_up(&self, msg: &Leased, reason: &str) -> Result<(), crate::store::StoreError> {
+        metrics::counter!("maskrelay_delivery_failed_total").increment(1);
+        warn!(queue_id = %msg.id, "delivery failed for good");
+        let thread = crate::store::threads::get(&self.db, &msg.thread_id).await.ok();
+        events::record(
+            &self.db,
+            &NewEvent {
+                kind: EventKind::DeliveryFailed,
+                store_id: thread.as_ref().map(|t| t.store_id.as_str()),
+                thread_id: Some(&msg.thread_id),
+                alias: None,
+                // The remote reply can quote the recipient address: keep only its code.
+                detail: serde_json::json!({
+                    "queue_id": msg.id,
+                    "attempts": msg.attempts + 1,
+                    "reply": redact_reply(reason, &msg.rcpt_to),
+                }),
+            },
+        )
+        .await?;
+        queue::complete(&self.db, &msg.id).await
+    }
+}
+
+/// A remote reply with the recipient's address cut out, for events and logs.
+pub fn redact_reply(reply: &str, rcpt: &str) -> String {
+    let lower = reply.to_lowercase();
+    let needle = rcpt.to_lowercase();
+    if needle.is_empty() || !lower.contains(&needle) || lower.len() != reply.len() {
+        return reply.chars().take(300).collect();
+    }
+    crate::rewrite::headers::replace_all(reply, &[needle], "<recipient>").chars().take(300).collect()
+}
