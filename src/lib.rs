@@ -9,3 +9,5 @@ pub mod delivery;
 pub mod dns;
 pub mod queue;
 pub mod shutdown;
+pub mod auth;
+pub mod smtp;

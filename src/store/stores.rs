@@ -51,15 +51,21 @@ fn patterns_json(senders: &[SenderPattern]) -> String {
 }
 
 fn from_row(row: &AnyRow) -> Result<Store, StoreError> {
-    let id: String = row.try_get("id")?;
-    let senders: String = row.try_get("senders")?;
+    from_prefixed_row(row, "")
+}
+
+/// A store from a row whose store columns carry `prefix` (for joins).
+pub(crate) fn from_prefixed_row(row: &AnyRow, prefix: &str) -> Result<Store, StoreError> {
+    let col = |name: &str| format!("{prefix}{name}");
+    let id: String = row.try_get(col("id").as_str())?;
+    let senders: String = row.try_get(col("senders").as_str())?;
     Ok(Store {
         id: StoreId::parse(&id).map_err(|_| StoreError::Corrupt("store id".into()))?,
-        name: row.try_get("name")?,
-        contact: row.try_get("contact")?,
+        name: row.try_get(col("name").as_str())?,
+        contact: row.try_get(col("contact").as_str())?,
         senders: serde_json::from_str(&senders)
             .map_err(|_| StoreError::Corrupt("store senders".into()))?,
-        created_at: row.try_get("created_at")?,
+        created_at: row.try_get(col("created_at").as_str())?,
     })
 }
 

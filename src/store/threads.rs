@@ -5,6 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Db, StoreError, now};
+use super::stores::Store;
 use crate::address::{self, Mailbox, Side, StoreId};
 
 /// A thread's state as the SPEC names it. `Expired` is derived from `expires_at`, so a
@@ -138,20 +139,29 @@ pub async fn get(db: &Db, id: &str) -> Result<Thread, StoreError> {
     from_row(&row)
 }
 
-/// The thread behind an alias local part (case-insensitive) and which side it stands for:
-/// one round trip, as it runs once per RCPT.
-pub async fn find_by_alias(db: &Db, local: &str) -> Result<Option<(Thread, Side)>, StoreError> {
+/// The thread behind an alias local part (case-insensitive), which side it stands for,
+/// and its store: one round trip, as it runs once per RCPT.
+pub async fn find_by_alias(
+    db: &Db,
+    local: &str,
+) -> Result<Option<(Thread, Side, Store)>, StoreError> {
     let local = local.to_ascii_lowercase();
-    let row = sqlx::query(sqlx::AssertSqlSafe(select_where(
-        "WHERE shopper_alias = $1 OR store_alias = $1",
-    )))
+    let row = sqlx::query(
+        "SELECT t.id, t.store_id, t.order_ref, t.shopper_email, t.shopper_name, t.shopper_alias, \
+         t.store_alias, t.status, t.revoke_token, t.created_at, t.expires_at, \
+         s.id AS s_id, s.name AS s_name, s.contact AS s_contact, s.senders AS s_senders, \
+         s.created_at AS s_created_at \
+         FROM threads t JOIN stores s ON s.id = t.store_id \
+         WHERE t.shopper_alias = $1 OR t.store_alias = $1",
+    )
     .bind(&local)
     .fetch_optional(&db.pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
     let thread = from_row(&row)?;
+    let store = super::stores::from_prefixed_row(&row, "s_")?;
     let side = if thread.shopper_alias == local { Side::Shopper } else { Side::Store };
-    Ok(Some((thread, side)))
+    Ok(Some((thread, side, store)))
 }
 
 /// A thread by the token of its revoke page.

@@ -1,0 +1,415 @@
+//! One SMTP connection: a state machine over any byte stream (a TCP socket in production,
+//! an in-memory duplex in tests). Commands are parsed by smtp-proto one at a time, so
+//! pipelined commands are answered in order and replies are flushed once per batch.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
+use smtp_proto::{Error as ProtoError, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::debug;
+
+use super::Context;
+use super::reply::{self, Reply};
+use super::transaction::{self, Recipient, Transaction};
+use crate::address::Mailbox;
+use crate::auth::Decision;
+use crate::shutdown::Shutdown;
+use crate::store::threads;
+
+/// Where the conversation is.
+#[derive(Debug)]
+enum Phase {
+    /// Connected, no EHLO/HELO yet.
+    Fresh,
+    Greeted,
+    /// MAIL accepted, no recipient yet.
+    Mail(Transaction),
+    /// At least one recipient accepted.
+    Rcpt(Transaction),
+}
+
+/// What the loop does after a command.
+enum Flow {
+    Continue,
+    Data(Transaction),
+    Close,
+}
+
+/// Serves one connection until QUIT, an error limit, a timeout or shutdown.
+pub async fn run<S>(io: S, peer: SocketAddr, ctx: Arc<Context>, shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = Session {
+        io,
+        ctx,
+        peer,
+        phase: Phase::Fresh,
+        input: Vec::with_capacity(4096),
+        output: Vec::with_capacity(512),
+        receiver: RequestReceiver::default(),
+        errors: 0,
+        commands: 0,
+        shutdown,
+    };
+    let greeting = Reply::new(220, format!("{} ESMTP maskrelay", session.ctx.config.smtp_hostname()));
+    greeting.write_to(&mut session.output);
+    if session.flush().await.is_err() {
+        return;
+    }
+    let _ = session.serve().await;
+}
+
+struct Session<S> {
+    io: S,
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    phase: Phase,
+    /// Bytes read but not yet consumed.
+    input: Vec<u8>,
+    /// Replies not yet written (flushed before every read: RFC 2920 3.1).
+    output: Vec<u8>,
+    receiver: RequestReceiver,
+    errors: usize,
+    commands: usize,
+    shutdown: Shutdown,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    async fn serve(&mut self) -> std::io::Result<()> {
+        loop {
+            let mut iter = self.input.iter();
+            let parsed = self.receiver.ingest(&mut iter).map(Request::into_owned);
+            let consumed = self.input.len() - iter.as_slice().len();
+            self.input.drain(..consumed);
+            let flow = match parsed {
+                Ok(request) => {
+                    self.commands += 1;
+                    if self.commands > self.ctx.config.smtp.max_commands {
+                        self.reply(reply::TOO_MANY_COMMANDS);
+                        Flow::Close
+                    } else {
+                        self.command(request).await
+                    }
+                }
+                Err(ProtoError::NeedsMoreData { .. }) => {
+                    if !self.fill().await? {
+                        return Ok(());
+                    }
+                    Flow::Continue
+                }
+                Err(e) => self.syntax_error(e),
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => return self.flush().await,
+                Flow::Data(tx) => {
+                    let reply = self.data(tx).await?;
+                    self.reply(reply);
+                    self.phase = Phase::Greeted;
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.output);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.io.write_all(&self.output).await?;
+            self.io.flush().await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+
+    /// Flushes pending replies, then reads more input. False when the client is gone, the
+    /// idle timeout passed or the relay is shutting down.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        self.flush().await?;
+        let timeout = Duration::from_secs(self.ctx.config.smtp.idle_timeout_secs);
+        let mut buf = [0u8; 8192];
+        let mut shutdown = self.shutdown.clone();
+        let read = tokio::select! {
+            r = tokio::time::timeout(timeout, self.io.read(&mut buf)) => r,
+            _ = shutdown.wait() => {
+                self.reply(reply::SHUTTING_DOWN);
+                self.flush().await?;
+                return Ok(false);
+            }
+        };
+        match read {
+            Err(_elapsed) => {
+                self.reply(reply::TIMEOUT);
+                self.flush().await?;
+                Ok(false)
+            }
+            Ok(Ok(0)) => Ok(false),
+            Ok(Ok(n)) => {
+                self.input.extend_from_slice(&buf[..n]);
+                Ok(true)
+            }
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    fn error(&mut self, reply: Reply) -> Flow {
+        self.errors += 1;
+        self.reply(reply);
+        if self.errors >= self.ctx.config.smtp.max_errors {
+            self.reply(reply::TOO_MANY_ERRORS);
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn syntax_error(&mut self, e: ProtoError) -> Flow {
+        let r = match e {
+            ProtoError::UnknownCommand => reply::UNRECOGNIZED,
+            ProtoError::InvalidSenderAddress => reply::BAD_SENDER,
+            ProtoError::InvalidRecipientAddress => reply::BAD_RECIPIENT,
+            ProtoError::SyntaxError { syntax } => Reply::new(501, format!("5.5.4 Syntax: {syntax}")),
+            ProtoError::InvalidParameter { param } => {
+                Reply::new(501, format!("5.5.4 Invalid parameter {param}"))
+            }
+            ProtoError::UnsupportedParameter { param } => {
+                let param: String = param.chars().filter(|c| c.is_ascii_graphic()).take(40).collect();
+                Reply::new(555, format!("5.5.4 Unsupported parameter {param}"))
+            }
+            ProtoError::ResponseTooLong => reply::LINE_TOO_LONG,
+            _ => reply::UNRECOGNIZED,
+        };
+        self.error(r)
+    }
+
+    async fn command(&mut self, request: Request<String>) -> Flow {
+        match request {
+            Request::Ehlo { host } => {
+                self.phase = Phase::Greeted;
+                let c = &self.ctx.config;
+                let text = format!(
+                    "{} greets {host}\nPIPELINING\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nSIZE {}",
+                    c.smtp_hostname(),
+                    c.smtp.max_message_bytes
+                );
+                let text: String = text.chars().filter(|c| !c.is_control() || *c == '\n').collect();
+                self.reply(Reply::new(250, text));
+                Flow::Continue
+            }
+            Request::Helo { .. } => {
+                self.phase = Phase::Greeted;
+                self.reply(Reply::new(250, self.ctx.config.smtp_hostname().to_owned()));
+                Flow::Continue
+            }
+            Request::Lhlo { .. } => self.error(reply::UNRECOGNIZED),
+            Request::Mail { from } => self.mail(&from.address, from.size),
+            Request::Rcpt { to } => self.rcpt(&to.address).await,
+            Request::Data => match std::mem::replace(&mut self.phase, Phase::Greeted) {
+                Phase::Rcpt(tx) => {
+                    self.reply(reply::START_DATA);
+                    Flow::Data(tx)
+                }
+                Phase::Mail(tx) => {
+                    self.phase = Phase::Mail(tx);
+                    self.error(reply::NO_VALID_RECIPIENTS)
+                }
+                Phase::Fresh => {
+                    self.phase = Phase::Fresh;
+                    self.error(reply::GREET_FIRST)
+                }
+                Phase::Greeted => self.error(reply::MAIL_FIRST),
+            },
+            Request::Rset => {
+                if !matches!(self.phase, Phase::Fresh) {
+                    self.phase = Phase::Greeted;
+                }
+                self.reply(reply::RESET);
+                Flow::Continue
+            }
+            Request::Noop { .. } => {
+                self.reply(reply::OK);
+                Flow::Continue
+            }
+            Request::Quit => {
+                self.reply(reply::BYE);
+                Flow::Close
+            }
+            Request::Vrfy { .. } => {
+                self.reply(reply::VRFY);
+                Flow::Continue
+            }
+            Request::Help { .. } => {
+                self.reply(reply::HELP);
+                Flow::Continue
+            }
+            Request::StartTls => self.error(reply::NO_TLS),
+            Request::Auth { .. } => self.error(reply::NO_AUTH),
+            Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. }
+            | Request::Bdat { .. } => self.error(reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    fn mail(&mut self, address: &str, size: usize) -> Flow {
+        match &self.phase {
+            Phase::Fresh => return self.error(reply::GREET_FIRST),
+            Phase::Mail(_) | Phase::Rcpt(_) => return self.error(reply::NESTED_MAIL),
+            Phase::Greeted => {}
+        }
+        if size > self.ctx.config.smtp.max_message_bytes {
+            return self.error(reply::TOO_BIG);
+        }
+        let sender = if address.is_empty() {
+            None
+        } else {
+            match Mailbox::parse(address) {
+                Ok(m) => Some(m),
+                Err(_) => return self.error(reply::BAD_SENDER),
+            }
+        };
+        self.phase = Phase::Mail(Transaction { sender, recipients: Vec::new() });
+        self.reply(reply::SENDER_OK);
+        Flow::Continue
+    }
+
+    async fn rcpt(&mut self, address: &str) -> Flow {
+        let tx = match std::mem::replace(&mut self.phase, Phase::Greeted) {
+            Phase::Mail(tx) | Phase::Rcpt(tx) => tx,
+            other => {
+                let r = if matches!(other, Phase::Fresh) { reply::GREET_FIRST } else { reply::MAIL_FIRST };
+                self.phase = other;
+                return self.error(r);
+            }
+        };
+        let (reply, tx) = self.check_recipient(address, tx).await;
+        self.phase = if tx.recipients.is_empty() { Phase::Mail(tx) } else { Phase::Rcpt(tx) };
+        if reply.is_positive() {
+            self.reply(reply);
+            Flow::Continue
+        } else {
+            self.error(reply)
+        }
+    }
+
+    async fn check_recipient(&self, address: &str, mut tx: Transaction) -> (Reply, Transaction) {
+        let ctx = &self.ctx;
+        if tx.recipients.len() >= ctx.config.smtp.max_recipients {
+            return (reply::TOO_MANY_RECIPIENTS, tx);
+        }
+        let Ok(rcpt) = Mailbox::parse(address) else { return (reply::BAD_RECIPIENT, tx) };
+        if rcpt.domain() != ctx.config.relay.domain {
+            metrics::counter!("maskrelay_relay_denied_total").increment(1);
+            return (reply::NOT_RELAY_DOMAIN, tx);
+        }
+        let found = match threads::find_by_alias(&ctx.db, rcpt.local()).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "alias lookup failed");
+                return (reply::STORAGE_UNAVAILABLE, tx);
+            }
+        };
+        let Some((thread, side, store)) = found.filter(|(t, _, _)| t.status.accepts_mail()) else {
+            debug!(peer = %self.peer, "RCPT to unknown or inactive alias");
+            return (reply::NO_SUCH_ALIAS, tx);
+        };
+        let recipient = Recipient { thread, side, store };
+        if tx.recipients.iter().any(|r| r.alias() == recipient.alias()) {
+            // The same alias twice gets one copy.
+            return (reply::RECIPIENT_OK, tx);
+        }
+        match ctx.auth.at_rcpt(tx.sender.as_ref(), side, &recipient.thread, &recipient.store) {
+            Decision::Allow => {
+                tx.recipients.push(recipient);
+                (reply::RECIPIENT_OK, tx)
+            }
+            Decision::Refuse(r) => {
+                transaction::record_refusal(ctx, &recipient, r, "rcpt", tx.sender.as_ref()).await;
+                (reply::SENDER_NOT_ALLOWED, tx)
+            }
+            Decision::TryLater(_) => (reply::AUTH_TEMPFAIL, tx),
+        }
+    }
+
+    /// Reads the message after 354 and hands it to the transaction. Only CRLF.CRLF ends
+    /// it (smtp-proto's DataReceiver): `\n.\n`, `\r.\r` and the other smuggling endings of
+    /// 2023 stay inside this message instead of starting a second one.
+    async fn data(&mut self, tx: Transaction) -> std::io::Result<Reply> {
+        let max = self.ctx.config.smtp.max_message_bytes;
+        let mut receiver = DataReceiver::new();
+        let mut message = Vec::new();
+        // The receiver looks for "\n." after a line end; the CRLF of the DATA command is
+        // that line end for the first line, so ".\r\n" right away ends an empty message
+        // and a leading "." is unstuffed.
+        receiver.ingest(&mut b"\r\n".iter(), &mut message);
+        message.clear();
+        let mut total = 0usize;
+        loop {
+            let mut iter = self.input.iter();
+            let before = message.len();
+            let done = receiver.ingest(&mut iter, &mut message);
+            let consumed = self.input.len() - iter.as_slice().len();
+            self.input.drain(..consumed);
+            total += message.len().saturating_sub(before);
+            if total > max {
+                // Keep reading to the end so the session stays in step, but keep nothing.
+                message.clear();
+            }
+            if done {
+                break;
+            }
+            if !self.fill().await? {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        if total > max {
+            return Ok(reply::TOO_BIG);
+        }
+        let message = normalize_line_endings(message);
+        Ok(transaction::accept(&self.ctx, &tx, &message).await)
+    }
+}
+
+/// Bare CR and bare LF become CRLF, as Postfix's `smtpd_forbid_bare_newline = normalize`
+/// does: what the relay stores and sends is always canonical CRLF text, so no receiver
+/// down the line can read a line ending differently from us.
+fn normalize_line_endings(input: Vec<u8>) -> Vec<u8> {
+    let needs = input.windows(2).any(|w| (w[0] == b'\r') != (w[1] == b'\n'))
+        || input.first() == Some(&b'\n')
+        || input.last() == Some(&b'\r');
+    if !needs {
+        return input;
+    }
+    let mut out = Vec::with_capacity(input.len() + 64);
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' if input.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+                continue;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_line_endings;
+
+    #[test]
+    fn bare_line_endings_become_crlf() {
+        assert_eq!(normalize_line_endings(b"a\r\nb\nc\rd\r\n".to_vec()), b"a\r\nb\r\nc\r\nd\r\n");
+        assert_eq!(normalize_line_endings(b"ok\r\n".to_vec()), b"ok\r\n");
+    }
+}

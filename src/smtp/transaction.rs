@@ -1,0 +1,221 @@
+//! One SMTP transaction (MAIL, RCPT…, DATA) and what happens when its data is complete:
+//! authorize the From, rewrite one copy per recipient, commit them all to the queue, and
+//! only then say 250.
+
+use tracing::{info, warn};
+
+use super::Context;
+use super::reply::{self, Reply};
+use crate::address::{Mailbox, Side};
+use crate::auth::{Decision, DmarcOutcome, Refusal};
+use crate::queue::{self, IdMapping, Outgoing};
+use crate::rewrite::{self, IdMap, NamedAddress, Plan};
+use crate::store::events::{self, EventKind, NewEvent};
+use crate::store::message_ids;
+use crate::store::stores::Store;
+use crate::store::threads::Thread;
+
+/// A recipient accepted at RCPT: an active alias, its thread and store.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub thread: Thread,
+    pub side: Side,
+    pub store: Store,
+}
+
+impl Recipient {
+    /// The alias local part the mail was addressed to.
+    pub fn alias(&self) -> &str {
+        match self.side {
+            Side::Shopper => &self.thread.shopper_alias,
+            Side::Store => &self.thread.store_alias,
+        }
+    }
+}
+
+/// The envelope so far. `sender` is None for the null reverse-path `<>`.
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    pub sender: Option<Mailbox>,
+    pub recipients: Vec<Recipient>,
+}
+
+/// Records an attempt by someone who is not the thread's party.
+pub async fn record_refusal(
+    ctx: &Context,
+    rcpt: &Recipient,
+    refusal: Refusal,
+    stage: &str,
+    sender: Option<&Mailbox>,
+) {
+    metrics::counter!("maskrelay_refused_senders_total").increment(1);
+    info!(thread = %rcpt.thread.id, store = %rcpt.store.id, stage, "unauthorized sender refused");
+    let event = NewEvent {
+        kind: EventKind::UnauthorizedSender,
+        store_id: Some(rcpt.store.id.as_str()),
+        thread_id: Some(&rcpt.thread.id),
+        alias: Some(rcpt.alias()),
+        // The outsider's domain says where the leak went; their full address is kept out
+        // like every other address.
+        detail: serde_json::json!({
+            "stage": stage,
+            "reason": refusal,
+            "alias_side": rcpt.side,
+            "sender_domain": sender.map(|s| s.domain().to_owned()),
+        }),
+    };
+    if let Err(e) = events::record(&ctx.db, &event).await {
+        warn!(error = %e, "could not record refusal event");
+    }
+}
+
+/// Everything after the end of DATA. Returns the reply to the DATA command.
+pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8]) -> Reply {
+    let Some(message) = rewrite::parse(raw) else { return reply::UNPARSEABLE };
+    let header_from = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address.as_deref())
+        .and_then(|a| Mailbox::parse(a).ok());
+    let dmarc = DmarcOutcome::NotChecked;
+
+    let mut refused = None;
+    for rcpt in &tx.recipients {
+        match ctx.auth.after_data(header_from.as_ref(), rcpt.side, &rcpt.thread, &rcpt.store, &dmarc)
+        {
+            Decision::Allow => {}
+            Decision::TryLater(reason) => {
+                info!(reason, "sender authentication deferred");
+                return reply::AUTH_TEMPFAIL;
+            }
+            Decision::Refuse(r) => {
+                record_refusal(ctx, rcpt, r, "data", header_from.as_ref()).await;
+                refused = Some(r);
+            }
+        }
+    }
+    // One reply covers all recipients: if any alias refuses this sender, none gets it.
+    if let Some(r) = refused {
+        return match r {
+            Refusal::NoFrom => reply::NO_FROM,
+            Refusal::NotAuthenticated => reply::SENDER_NOT_AUTHENTICATED,
+            Refusal::EnvelopeSender | Refusal::HeaderFrom => reply::SENDER_NOT_ALLOWED,
+        };
+    }
+
+    let mut outgoing = Vec::with_capacity(tx.recipients.len());
+    let mut mappings = Vec::new();
+    for rcpt in &tx.recipients {
+        let known = match message_ids::for_thread(&ctx.db, &rcpt.thread.id).await {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(error = %e, "message id lookup failed");
+                return reply::STORAGE_UNAVAILABLE;
+            }
+        };
+        let own_id = message.message_id().map(str::to_owned).unwrap_or_else(|| {
+            // No Message-ID: give it one, so replies to it still thread.
+            format!("{}@{}", crate::address::random_token(24), ctx.config.relay.domain)
+        });
+        let ids = std::iter::once(own_id.as_str()).chain(rewrite::referenced_ids(&message));
+        let idmap = IdMap::plan(&rcpt.thread.id, &ctx.config.relay.domain, &known, ids);
+        let Some((plan, rcpt_to)) = plan_for(ctx, tx, rcpt, header_from.as_ref(), &idmap, &own_id)
+        else {
+            return reply::NO_SUCH_ALIAS;
+        };
+        let bytes = match rewrite::rewrite(&message, raw, &plan, &idmap) {
+            Ok(b) => b,
+            Err(_) => return reply::UNPARSEABLE,
+        };
+        mappings.extend(idmap.new_mappings.iter().map(|(relay, original)| IdMapping {
+            thread_id: rcpt.thread.id.clone(),
+            relay_id: relay.clone(),
+            original: original.clone(),
+        }));
+        outgoing.push(Outgoing {
+            thread_id: rcpt.thread.id.clone(),
+            direction: rcpt.side,
+            rcpt_to,
+            message: bytes,
+        });
+    }
+    match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &outgoing, &mappings).await {
+        Ok(ids) => {
+            ctx.wake.notify_waiters();
+            metrics::counter!("maskrelay_messages_accepted_total").increment(1);
+            info!(queue_ids = ?ids, recipients = ids.len(), bytes = raw.len(), "message queued");
+            Reply::new(250, format!("2.0.0 Message queued as {}", ids.join(",")))
+        }
+        Err(e) => {
+            warn!(error = %e, "enqueue failed");
+            reply::STORAGE_UNAVAILABLE
+        }
+    }
+}
+
+/// What the reader of this copy sees, and where it goes.
+fn plan_for(
+    ctx: &Context,
+    tx: &Transaction,
+    rcpt: &Recipient,
+    header_from: Option<&Mailbox>,
+    ids: &IdMap,
+    own_id: &str,
+) -> Option<(Plan, Mailbox)> {
+    let domain = &ctx.config.relay.domain;
+    let thread = &rcpt.thread;
+    let shopper = thread.shopper.clone()?;
+    let shopper_alias = format!("{}@{domain}", thread.shopper_alias);
+    let store_alias = format!("{}@{domain}", thread.store_alias);
+    // The sender's own addresses never reach the reader, whichever side wrote.
+    let mut hidden: Vec<String> =
+        header_from.into_iter().chain(tx.sender.as_ref()).map(Mailbox::normalized).collect();
+    let message_id = ids.get(own_id).unwrap_or(own_id).to_owned();
+    let plan = match rcpt.side {
+        Side::Shopper => {
+            let contact = rcpt.store.contact_mailbox().ok();
+            hidden.extend(contact.iter().map(Mailbox::normalized));
+            hidden.extend(rcpt.store.senders.iter().filter(|s| !s.starts_with('@')).cloned());
+            let revoke = format!("{}/r/{}", ctx.config.public_url(), thread.revoke_token);
+            Plan {
+                from: NamedAddress { name: Some(rcpt.store.name.clone()), address: store_alias.clone() },
+                reply_to: store_alias,
+                to: NamedAddress { name: thread.shopper_name.clone(), address: shopper.expose() },
+                hidden_in_headers: hidden,
+                replace_in_body: Vec::new(),
+                message_id,
+                // RFC 8058 one-click: the shopper's mail client can revoke the alias.
+                extra_headers: vec![
+                    ("List-Unsubscribe", format!("<{revoke}>")),
+                    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".to_owned()),
+                ],
+            }
+        }
+        Side::Store => {
+            hidden.push(shopper.normalized());
+            let name = format!(
+                "{} via {}",
+                thread.shopper_name.as_deref().unwrap_or("Shopper"),
+                ctx.config.relay.marketplace
+            );
+            let mut replace = vec![(shopper.normalized(), shopper_alias.clone())];
+            if let Some(f) = header_from.filter(|f| f.normalized() != shopper.normalized()) {
+                replace.push((f.normalized(), shopper_alias.clone()));
+            }
+            Plan {
+                from: NamedAddress { name: Some(name), address: shopper_alias.clone() },
+                reply_to: shopper_alias,
+                to: NamedAddress { name: Some(rcpt.store.name.clone()), address: rcpt.store.contact.clone() },
+                hidden_in_headers: hidden,
+                replace_in_body: replace,
+                message_id,
+                extra_headers: Vec::new(),
+            }
+        }
+    };
+    let rcpt_to = match rcpt.side {
+        Side::Shopper => shopper,
+        Side::Store => rcpt.store.contact_mailbox().ok()?,
+    };
+    Some((plan, rcpt_to))
+}
