@@ -365,6 +365,16 @@ mod tests {
     }
 
     #[test]
+    fn init_template_is_a_valid_config() {
+        let c = Config::from_toml_and_env(
+            &commented_template("relay.example", "0123456789abcdef0123456789"),
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.relay.domain, "relay.example");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::from_toml_and_env("[smtp]\nlisten = \"nope\"\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("smtp.listen"), "{e}");
@@ -377,4 +387,60 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("egress.smarthost"), "{e}");
     }
+}
+
+/// The commented config `maskrelay init` writes.
+pub fn commented_template(domain: &str, token: &str) -> String {
+    format!(
+        r#"# maskrelay configuration. Every key can also be set as MASKRELAY_<SECTION>_<KEY>,
+# e.g. MASKRELAY_SMTP_LISTEN=0.0.0.0:25.
+
+[relay]
+# The alias domain. Its MX record must point at this host.
+domain = "{domain}"
+# Shown to stores as "<shopper name> via <marketplace>".
+marketplace = "Marketplace"
+
+[smtp]
+# The MX listener. On the internet: "0.0.0.0:25".
+listen = "127.0.0.1:2525"
+max_message_bytes = 26214400
+max_recipients = 50
+max_connections = 200
+idle_timeout_secs = 300
+
+[auth]
+# "dmarc": the From must be an approved sender and pass DMARC. "envelope": trust the
+# envelope, for local development only.
+mode = "dmarc"
+
+[dns]
+# Empty: the system resolver. Or e.g. ["127.0.0.1:5353"].
+nameservers = []
+
+[egress]
+# "mx": deliver directly by MX lookup. "smarthost": hand everything to one next hop.
+mode = "mx"
+# smarthost = "127.0.0.1:2526"
+# smarthost_tls = "none"   # "none", "starttls" or "tls"
+workers = 4
+retry_base_secs = 60
+retry_max_secs = 14400
+max_queue_days = 5
+
+[database]
+# "sqlite://maskrelay.db", or "postgres://user@host/db" for several relays sharing work.
+url = "sqlite://maskrelay.db"
+
+[api]
+listen = "127.0.0.1:8080"
+token = "{token}"
+# Where shoppers reach the revoke page; put the relay's public HTTPS address here.
+# public_url = "https://{domain}"
+
+[threads]
+# Days a thread lives when POST /v1/threads gives no ttl_days.
+ttl_days = 180
+"#
+    )
 }

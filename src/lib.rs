@@ -11,3 +11,6 @@ pub mod queue;
 pub mod shutdown;
 pub mod auth;
 pub mod smtp;
+pub mod time;
+pub mod api;
+pub mod server;

@@ -1,1 +1,271 @@
-fn main(){}
+//! The `maskrelay` command: parse arguments, load config, call into the library.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use maskrelay::address::{Mailbox, StoreId};
+use maskrelay::api::stores::NewStore;
+use maskrelay::api::threads::{NewThreadRequest, ShopperInput, ThreadView};
+use maskrelay::config::Config;
+use maskrelay::server::Relay;
+use maskrelay::store::{Db, events, stores, threads};
+
+#[derive(Parser)]
+#[command(name = "maskrelay", version, about = "Email-forwarding privacy relay: masked aliases per order")]
+struct Cli {
+    /// TOML config file; without it, embedded defaults (plus MASKRELAY_* variables).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run SMTP, delivery workers and the HTTP API.
+    Serve,
+    /// Write a commented maskrelay.toml and print the DNS records to publish.
+    Init {
+        #[arg(long, default_value = "relay.localhost")]
+        domain: String,
+        /// Where to write the config.
+        #[arg(long, default_value = "maskrelay.toml")]
+        out: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stores: add, list, show, delete, leaks.
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// Threads: create, show, list, revoke; revoke or erase a shopper.
+    #[command(subcommand)]
+    Thread(ThreadCmd),
+    /// The outbound queue: list, stats, flush.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        contact: String,
+        /// An approved sender: an address or @domain (repeat for more).
+        #[arg(long = "sender")]
+        senders: Vec<String>,
+    },
+    List,
+    Show { id: String },
+    Delete { id: String },
+    Leaks { id: String },
+}
+
+#[derive(Subcommand)]
+enum ThreadCmd {
+    Create {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        order: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        ttl_days: Option<u32>,
+    },
+    Show { id: String },
+    List { #[arg(long)] store: String },
+    Revoke { id: String },
+    /// Revoke every thread of a shopper.
+    RevokeShopper { email: String },
+    /// Forget a shopper's address and name for good.
+    EraseShopper { email: String },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    Stats,
+    /// Make every queued message due now.
+    Flush,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MASKRELAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("maskrelay: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("maskrelay: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if let Command::Init { domain, out, force } = &cli.command {
+        return init(domain, out, *force);
+    }
+    let config = Config::load(cli.config.as_deref()).context("configuration")?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Init { .. } => unreachable!("handled above"),
+        Command::Store(cmd) => store_cmd(&config, cmd).await,
+        Command::Thread(cmd) => thread_cmd(&config, cmd).await,
+        Command::Queue(cmd) => queue_cmd(&config, cmd).await,
+    }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let relay = Relay::start(config).await?;
+    if relay.token_generated {
+        // Shown once on the terminal, never logged: set api.token to keep one.
+        println!("API token (generated for this run; set api.token or MASKRELAY_API_TOKEN to keep one): {}", relay.api_token);
+    }
+    println!("SMTP on {}, HTTP API on {}", relay.smtp_addr, relay.api_addr);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn db(config: &Config) -> Result<Db> {
+    Ok(Db::connect(&config.database.url, 2).await?)
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn api_err(e: maskrelay::api::errors::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message)
+}
+
+async fn store_cmd(config: &Config, cmd: StoreCmd) -> Result<()> {
+    let db = db(config).await?;
+    match cmd {
+        StoreCmd::Add { id, name, contact, senders } => {
+            let (id, fields) = NewStore { id, name, contact, senders }.validate().map_err(api_err)?;
+            print_json(&stores::create(&db, &id, &fields).await?)
+        }
+        StoreCmd::List => print_json(&stores::list(&db).await?),
+        StoreCmd::Show { id } => print_json(&stores::get(&db, &store_id(&id)?).await?),
+        StoreCmd::Delete { id } => {
+            let n = stores::delete(&db, &store_id(&id)?).await?;
+            print_json(&serde_json::json!({"deleted": id, "threads_revoked": n}))
+        }
+        StoreCmd::Leaks { id } => print_json(&events::leaks(&db, store_id(&id)?.as_str()).await?),
+    }
+}
+
+fn store_id(id: &str) -> Result<StoreId> {
+    StoreId::parse(id).map_err(|e| anyhow::anyhow!("store id: {e}"))
+}
+
+fn mailbox(email: &str) -> Result<Mailbox> {
+    Mailbox::parse(email).map_err(|_| anyhow::anyhow!("not an email address"))
+}
+
+async fn thread_cmd(config: &Config, cmd: ThreadCmd) -> Result<()> {
+    let db = db(config).await?;
+    match cmd {
+        ThreadCmd::Create { store, order, email, name, ttl_days } => {
+            let req = NewThreadRequest { order, store, shopper: ShopperInput { email, name }, ttl_days };
+            let new = req.validate(config).map_err(api_err)?;
+            if stores::get(&db, &new.store).await.is_err() {
+                bail!("store: no such store");
+            }
+            let (thread, _) = threads::create(&db, &new).await?;
+            print_json(&ThreadView::new(&thread, config))
+        }
+        ThreadCmd::Show { id } => print_json(&ThreadView::new(&threads::get(&db, &id).await?, config)),
+        ThreadCmd::List { store } => {
+            let list = threads::list_for_store(&db, &store_id(&store)?).await?;
+            print_json(&list.iter().map(|t| ThreadView::new(t, config)).collect::<Vec<_>>())
+        }
+        ThreadCmd::Revoke { id } => {
+            let t = threads::revoke(&db, &id, threads::Actor::Operator).await?;
+            print_json(&ThreadView::new(&t, config))
+        }
+        ThreadCmd::RevokeShopper { email } => {
+            let n = threads::revoke_shopper(&db, &mailbox(&email)?).await?;
+            print_json(&serde_json::json!({"revoked": n}))
+        }
+        ThreadCmd::EraseShopper { email } => {
+            let n = threads::erase_shopper(&db, &mailbox(&email)?).await?;
+            print_json(&serde_json::json!({"erased": n}))
+        }
+    }
+}
+
+async fn queue_cmd(config: &Config, cmd: QueueCmd) -> Result<()> {
+    let db = db(config).await?;
+    match cmd {
+        QueueCmd::List { limit } => print_json(&maskrelay::queue::list(&db, limit).await?),
+        QueueCmd::Stats => {
+            let (depth, oldest) = maskrelay::queue::depth(&db).await?;
+            print_json(&serde_json::json!({"queued": depth, "oldest_seconds": oldest}))
+        }
+        QueueCmd::Flush => {
+            let n = maskrelay::queue::retry_all_now(&db).await?;
+            print_json(&serde_json::json!({"due_now": n}))
+        }
+    }
+}
+
+fn init(domain: &str, out: &PathBuf, force: bool) -> Result<()> {
+    maskrelay::address::Mailbox::parse(&format!("postmaster@{domain}"))
+        .map_err(|_| anyhow::anyhow!("--domain: {domain:?} is not a domain name"))?;
+    if out.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", out.display());
+    }
+    let token = maskrelay::address::random_token(32);
+    std::fs::write(out, maskrelay::config::commented_template(domain, &token))
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("Wrote {} (it holds the API token: keep it private).\n", out.display());
+    println!("Publish these DNS records for {domain} (replace 192.0.2.10 with this host's public address):\n");
+    println!("{domain}.            IN MX  10 {domain}.");
+    println!("{domain}.            IN A   192.0.2.10");
+    println!("{domain}.            IN TXT \"v=spf1 a:{domain} -all\"");
+    println!("_dmarc.{domain}.     IN TXT \"v=DMARC1; p=reject; adkim=s; aspf=s\"");
+    Ok(())
+}

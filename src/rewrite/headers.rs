@@ -80,7 +80,7 @@ pub fn write(
         }
     }
     if !has_date {
-        push(out, "Date", &httpdate_now());
+        push(out, "Date", &crate::time::rfc5322(crate::store::now()));
     }
     if let Some(content) = root_content {
         for (name, value) in content {
@@ -200,37 +200,6 @@ pub fn push(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// RFC 5322 date of now, in UTC.
-fn httpdate_now() -> String {
-    let secs = crate::store::now();
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(m - 1) as usize];
-    format!(
-        "{weekday}, {d} {month} {y} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's civil_from_days.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// Whether a header name is one the relay passes (for tests and docs).
 pub fn is_passed(name: &HeaderName<'_>) -> bool {
     PASSED.contains(&name.as_str().to_ascii_lowercase().as_str())
@@ -261,11 +230,6 @@ mod tests {
         assert_eq!(mailbox(&m), "\"Acme \\\"Shop\\\"\" <a@r.example>");
     }
 
-    #[test]
-    fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
-    }
 
     #[test]
     fn replace_is_case_insensitive() {

@@ -162,5 +162,16 @@ pub async fn delete(db: &Db, id: &StoreId) -> Result<u64, StoreError> {
     .await?
     .rows_affected();
     tx.commit().await?;
+    super::events::record(
+        db,
+        &super::events::NewEvent {
+            kind: super::events::EventKind::StoreDeleted,
+            store_id: Some(id.as_str()),
+            thread_id: None,
+            alias: None,
+            detail: serde_json::json!({"threads_revoked": revoked}),
+        },
+    )
+    .await?;
     Ok(revoked)
 }

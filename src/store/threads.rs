@@ -5,6 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Db, StoreError, now};
+use super::events::{self, EventKind, NewEvent};
 use super::stores::Store;
 use crate::address::{self, Mailbox, Side, StoreId};
 
@@ -185,16 +186,52 @@ pub async fn list_for_store(db: &Db, store: &StoreId) -> Result<Vec<Thread>, Sto
     rows.iter().map(from_row).collect()
 }
 
-/// Revokes one thread; revoking twice is harmless. Erased threads stay erased.
-pub async fn revoke(db: &Db, id: &str) -> Result<Thread, StoreError> {
-    sqlx::query(
+/// Who switched a thread off, for the event record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Operator,
+    Shopper,
+}
+
+impl Actor {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Shopper => "shopper",
+        }
+    }
+}
+
+async fn record(db: &Db, kind: EventKind, thread: Option<&Thread>, detail: serde_json::Value) -> Result<(), StoreError> {
+    events::record(
+        db,
+        &NewEvent {
+            kind,
+            store_id: thread.map(|t| t.store_id.as_str()),
+            thread_id: thread.map(|t| t.id.as_str()),
+            alias: None,
+            detail,
+        },
+    )
+    .await
+}
+
+/// Revokes one thread; revoking twice is harmless and recorded once. Erased threads stay
+/// erased.
+pub async fn revoke(db: &Db, id: &str, by: Actor) -> Result<Thread, StoreError> {
+    let changed = sqlx::query(
         "UPDATE threads SET status = 'revoked', updated_at = $2 WHERE id = $1 AND status = 'active'",
     )
     .bind(id)
     .bind(now())
     .execute(&db.pool)
-    .await?;
-    get(db, id).await
+    .await?
+    .rows_affected();
+    let thread = get(db, id).await?;
+    if changed > 0 {
+        record(db, EventKind::ThreadRevoked, Some(&thread), serde_json::json!({"by": by.as_str()})).await?;
+    }
+    Ok(thread)
 }
 
 /// Revokes every active thread of a shopper; returns how many changed.
@@ -207,7 +244,9 @@ pub async fn revoke_shopper(db: &Db, shopper: &Mailbox) -> Result<u64, StoreErro
     .bind(now())
     .execute(&db.pool)
     .await?;
-    Ok(res.rows_affected())
+    let n = res.rows_affected();
+    record(db, EventKind::ThreadRevoked, None, serde_json::json!({"by": "operator", "threads": n})).await?;
+    Ok(n)
 }
 
 /// Forgets a shopper for good: address and name gone, threads erased (so their aliases
@@ -231,5 +270,7 @@ pub async fn erase_shopper(db: &Db, shopper: &Mailbox) -> Result<u64, StoreError
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(res.rows_affected())
+    let n = res.rows_affected();
+    record(db, EventKind::ShopperErased, None, serde_json::json!({"threads": n})).await?;
+    Ok(n)
 }

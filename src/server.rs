@@ -1,0 +1,127 @@
+//! `serve`: the SMTP listener, the delivery workers and the HTTP API in one process,
+//! started together and stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::api::{self, ApiState};
+use crate::auth::Authorizer;
+use crate::config::{AuthMode, Config, EgressMode};
+use crate::delivery::{Dispatcher, Workers, mx::MxDelivery, smarthost::Smarthost};
+use crate::shutdown::{self, Trigger};
+use crate::smtp::{self, Context};
+use crate::store::{Db, StoreError};
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {key} = {addr}: {source}")]
+    Bind { key: &'static str, addr: String, source: std::io::Error },
+    #[error("egress: {0}")]
+    Egress(String),
+}
+
+/// A running relay.
+pub struct Relay {
+    pub smtp_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    /// The operator token in force.
+    pub api_token: String,
+    /// True when the token was generated at start (and must be shown once).
+    pub token_generated: bool,
+    pub db: Db,
+    trigger: Trigger,
+    tasks: JoinSet<()>,
+}
+
+async fn bind(key: &'static str, addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { key, addr: addr.to_owned(), source })
+}
+
+fn dispatcher(config: &Config) -> Result<Arc<dyn Dispatcher>, ServeError> {
+    let hello = config.smtp_hostname();
+    Ok(match config.egress.mode {
+        EgressMode::Smarthost => {
+            Arc::new(Smarthost::new(&config.egress, hello).map_err(|e| ServeError::Egress(e.to_string()))?)
+        }
+        EgressMode::Mx => {
+            let resolver =
+                crate::dns::resolver(&config.dns.nameservers).map_err(|e| ServeError::Egress(e.to_string()))?;
+            Arc::new(MxDelivery::new(resolver, config.egress.mx_port, hello))
+        }
+    })
+}
+
+impl Relay {
+    /// Connects the database (running migrations), binds the listeners and starts all
+    /// tasks. Port 0 in a listen address picks a free port (see `smtp_addr`, `api_addr`).
+    pub async fn start(config: Config) -> Result<Self, ServeError> {
+        let config = Arc::new(config);
+        crate::api::health::prometheus();
+        let db = Db::connect(&config.database.url, config.database.max_connections).await?;
+        if config.auth.mode == AuthMode::Envelope {
+            warn!("auth.mode = \"envelope\": senders are NOT authenticated; anyone can forge a store's From. For local development only.");
+        }
+        let smtp_listener = bind("smtp.listen", &config.smtp.listen).await?;
+        let api_listener = bind("api.listen", &config.api.listen).await?;
+        let smtp_addr = smtp_listener.local_addr().map_err(|source| ServeError::Bind { key: "smtp.listen", addr: config.smtp.listen.clone(), source })?;
+        let api_addr = api_listener.local_addr().map_err(|source| ServeError::Bind { key: "api.listen", addr: config.api.listen.clone(), source })?;
+        let (api_token, token_generated) = match &config.api.token {
+            Some(t) => (t.clone(), false),
+            None => (crate::address::random_token(32), true),
+        };
+        let (trigger, shutdown) = shutdown::channel();
+        let wake = Arc::new(Notify::new());
+        let mut tasks = JoinSet::new();
+
+        let ctx = Arc::new(Context {
+            config: config.clone(),
+            db: db.clone(),
+            auth: Authorizer { mode: config.auth.mode },
+            wake: wake.clone(),
+        });
+        tasks.spawn(smtp::listener::serve(smtp_listener, ctx, shutdown.clone()));
+
+        let workers = Arc::new(Workers {
+            db: db.clone(),
+            dispatcher: dispatcher(&config)?,
+            config: config.egress.clone(),
+            wake,
+            node: format!("{}-{}", std::process::id(), crate::address::random_token(6)),
+        });
+        tasks.spawn(workers.run(shutdown.clone()));
+
+        let state = Arc::new(ApiState { config: config.clone(), db: db.clone(), token: api_token.clone() });
+        let mut api_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(api_listener, api::router(state))
+                .with_graceful_shutdown(async move { api_shutdown.wait().await })
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "API server stopped");
+            }
+        });
+        info!(smtp = %smtp_addr, api = %api_addr, domain = %config.relay.domain, "maskrelay running");
+        Ok(Self { smtp_addr, api_addr, api_token, token_generated, db, trigger, tasks })
+    }
+
+    /// Stops accepting, lets sessions and deliveries in progress finish (up to 30 s),
+    /// then returns. Anything not delivered stays in the queue for the next start.
+    pub async fn shutdown(mut self) {
+        self.trigger.trigger();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+            warn!("shutdown timed out; queued mail stays queued");
+            self.tasks.abort_all();
+        }
+        self.db.pool.close().await;
+    }
+}
