@@ -1,0 +1,155 @@
+//! Test helpers: start the real relay on loopback ports with a real database, a real SMTP
+//! sink as its next hop, and talk HTTP and SMTP to it.
+#![allow(dead_code)]
+
+pub mod sink;
+pub mod smtp_client;
+
+use std::time::Duration;
+
+use maskrelay::config::{AuthMode, Config, EgressMode};
+use maskrelay::server::Relay;
+use serde_json::{Value, json};
+
+pub use sink::Sink;
+pub use smtp_client::Client;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const DOMAIN: &str = "relay.test";
+
+/// The PostgreSQL server CI provides; tests that need it skip (saying so) without it.
+pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database for one test: a fresh SQLite file, kept alive with the guard.
+pub fn sqlite_url() -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("relay.db").display());
+    (url, dir)
+}
+
+/// A fresh PostgreSQL database on the local server, or None (with a note on stderr)
+/// when no server answers.
+pub async fn postgres_url() -> Option<String> {
+    use sqlx::Connection;
+    let base = std::env::var("MASKRELAY_TEST_POSTGRES").unwrap_or_else(|_| POSTGRES_URL.to_owned());
+    let mut conn = match sqlx::PgConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED: PostgreSQL not reachable at {base} ({e}); set MASKRELAY_TEST_POSTGRES to run the PostgreSQL tests");
+            if std::env::var("MASKRELAY_REQUIRE_POSTGRES").is_ok() {
+                panic!("MASKRELAY_REQUIRE_POSTGRES is set but PostgreSQL is not reachable");
+            }
+            return None;
+        }
+    };
+    let name = format!("maskrelay_t_{}", maskrelay::address::random_token(10));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (prefix, _) = base.rsplit_once('/').expect("postgres url with a database");
+    Some(format!("{prefix}/{name}"))
+}
+
+/// A config for tests: loopback port 0 everywhere, envelope auth, smarthost = the sink,
+/// fast retries.
+pub fn test_config(db_url: &str, sink: std::net::SocketAddr) -> Config {
+    let mut c = Config::default();
+    c.relay.domain = DOMAIN.into();
+    c.relay.marketplace = "Test Market".into();
+    c.smtp.listen = "127.0.0.1:0".into();
+    c.api.listen = "127.0.0.1:0".into();
+    c.api.token = Some(TOKEN.into());
+    c.auth.mode = AuthMode::Envelope;
+    c.egress.mode = EgressMode::Smarthost;
+    c.egress.smarthost = sink.to_string();
+    c.egress.retry_base_secs = 1;
+    c.egress.retry_max_secs = 2;
+    c.egress.workers = 2;
+    c.database.url = db_url.into();
+    c
+}
+
+/// The relay, its HTTP client and base URL.
+pub struct TestRelay {
+    pub relay: Relay,
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl TestRelay {
+    pub async fn start(config: Config) -> Self {
+        let relay = Relay::start(config).await.expect("relay starts");
+        let base = format!("http://{}", relay.api_addr);
+        Self { relay, http: reqwest::Client::new(), base }
+    }
+
+    pub fn smtp(&self) -> std::net::SocketAddr {
+        self.relay.smtp_addr
+    }
+
+    /// An authorized API call; returns status and JSON body.
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let req = match method {
+            "GET" => self.http.get(&url),
+            "POST" => self.http.post(&url),
+            "PATCH" => self.http.patch(&url),
+            "DELETE" => self.http.delete(&url),
+            m => panic!("method {m}"),
+        }
+        .bearer_auth(TOKEN);
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        let resp = req.send().await.expect("http");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Creates store "acme" with sender orders@acme.example, contact support@acme.example.
+    pub async fn acme(&self) -> Value {
+        let (s, v) = self
+            .api(
+                "POST",
+                "/v1/stores",
+                Some(json!({"id": "acme", "name": "Acme Shop", "contact": "support@acme.example",
+                            "senders": ["orders@acme.example"]})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v
+    }
+
+    /// A thread of store acme for jane@shopper.example.
+    pub async fn thread(&self, order: &str) -> Value {
+        let (s, v) = self
+            .api(
+                "POST",
+                "/v1/threads",
+                Some(json!({"order": order, "store": "acme",
+                            "shopper": {"email": "jane.doe@shopper.example", "name": "Jane Doe"}})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v
+    }
+
+    pub async fn stop(self) {
+        self.relay.shutdown().await;
+    }
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A plain message from `from` to `to`.
+pub fn message(from: &str, to: &str, subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+         Message-ID: <{}@mailer.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
+        maskrelay::address::random_token(12)
+    )
+    .into_bytes()
+}
