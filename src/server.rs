@@ -63,8 +63,7 @@ fn dispatcher(config: &Config) -> Result<Arc<dyn Dispatcher>, ServeError> {
 impl Relay {
     /// Connects the database (running migrations), binds the listeners and starts all
     /// tasks. Port 0 in a listen address picks a free port (see `smtp_addr`, `api_addr`).
-    pub async fn start(config: Config) -> Result<Self, ServeError> {
-        let config = Arc::new(config);
+    pub async fn start(mut config: Config) -> Result<Self, ServeError> {
         crate::api::health::prometheus();
         let db = Db::connect(&config.database.url, config.database.max_connections).await?;
         if config.auth.mode == AuthMode::Envelope {
@@ -74,6 +73,9 @@ impl Relay {
         let api_listener = bind("api.listen", &config.api.listen).await?;
         let smtp_addr = smtp_listener.local_addr().map_err(|source| ServeError::Bind { key: "smtp.listen", addr: config.smtp.listen.clone(), source })?;
         let api_addr = api_listener.local_addr().map_err(|source| ServeError::Bind { key: "api.listen", addr: config.api.listen.clone(), source })?;
+        // Revoke links point at the address actually bound (port 0 picks one).
+        config.api.public_url.get_or_insert_with(|| format!("http://{api_addr}"));
+        let config = Arc::new(config);
         let (api_token, token_generated) = match &config.api.token {
             Some(t) => (t.clone(), false),
             None => (crate::address::random_token(32), true),

@@ -1,0 +1,103 @@
+//! The durable queue: mail accepted while the next hop is down survives a restart of the
+//! relay, and a next hop answering 451 then 250 gets the message exactly once.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_mail_survives_a_restart() {
+    let (url, _dir) = sqlite_url();
+    // Reserve a port for the next hop, then close it: delivery fails with "connection refused".
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let next_hop = down.local_addr().unwrap();
+    drop(down);
+
+    let relay = TestRelay::start(test_config(&url, next_hop)).await;
+    relay.acme().await;
+    let thread = relay.thread("order-1").await;
+    let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
+    let mut c = Client::ready(relay.smtp()).await;
+    for i in 0..3 {
+        let msg = message("orders@acme.example", &alias, &format!("update {i}"), "body");
+        let r = c.send("orders@acme.example", &[&alias], &msg).await;
+        assert_eq!(r.code, 250, "{}", r.text);
+    }
+    c.cmd("QUIT", 221).await;
+    // Give the workers a failed attempt or two, then stop the relay with mail queued.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, m) = relay.api("GET", "/metrics", None).await;
+        if m.as_str().is_some_and(|t| t.contains("maskrelay_delivery_deferred_total")) || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.stop().await;
+
+    let sink = Sink::start_on(&next_hop.to_string()).await;
+    let relay = TestRelay::start(test_config(&url, next_hop)).await;
+    let got = sink.wait_for(3, Duration::from_secs(30)).await;
+    let mut subjects: Vec<String> = got.iter().map(|d| d.header("Subject").unwrap()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["update 0", "update 1", "update 2"]);
+    // Delivered mail leaves the queue.
+    let deadline = std::time::Instant::now() + WAIT;
+    while maskrelay::queue::depth(&relay.relay.db).await.unwrap().0 != 0 {
+        assert!(std::time::Instant::now() < deadline, "queue not emptied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.stop().await;
+    assert_eq!(sink.delivered().len(), 3, "each message exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_hop_451_then_250_delivers_once() {
+    let (url, _dir) = sqlite_url();
+    let sink = Sink::start().await;
+    sink.script(&["451 4.3.0 try again later"]);
+    let relay = TestRelay::start(test_config(&url, sink.addr)).await;
+    relay.acme().await;
+    let thread = relay.thread("order-2").await;
+    let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
+    let mut c = Client::ready(relay.smtp()).await;
+    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "retry me", "x")).await;
+    assert_eq!(r.code, 250, "{}", r.text);
+    let got = sink.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].header("Subject").unwrap(), "retry me");
+    assert_eq!(sink.attempts(), 2, "one refused attempt, one accepted");
+    // No second copy turns up later.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(sink.delivered().len(), 1);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failure_is_recorded_without_the_address() {
+    let (url, _dir) = sqlite_url();
+    let sink = Sink::start().await;
+    sink.script(&["550 5.1.1 <jane.doe@shopper.example>: no such user"]);
+    let relay = TestRelay::start(test_config(&url, sink.addr)).await;
+    relay.acme().await;
+    let thread = relay.thread("order-3").await;
+    let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
+    let mut c = Client::ready(relay.smtp()).await;
+    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "gone", "x")).await;
+    assert_eq!(r.code, 250);
+    let deadline = std::time::Instant::now() + WAIT;
+    let events = loop {
+        let (_, e) = relay.api("GET", "/v1/events?kind=delivery_failed", None).await;
+        if !e.as_array().unwrap().is_empty() {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery_failed event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = events.to_string();
+    assert!(text.contains("5.1.1"), "{text}");
+    assert!(!text.contains("jane.doe"), "{text}");
+    assert_eq!(maskrelay::queue::depth(&relay.relay.db).await.unwrap().0, 0);
+    relay.stop().await;
+}

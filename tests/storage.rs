@@ -1,0 +1,152 @@
+//! The storage layer on both backends: the same suite runs on a real SQLite file and on
+//! the local PostgreSQL server (skipped, with a note, where there is none).
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use maskrelay::address::{Mailbox, SenderPattern, Side, StoreId};
+use maskrelay::queue::{self, IdMapping, Outgoing};
+use maskrelay::store::events::{self, EventKind, NewEvent};
+use maskrelay::store::stores::{self, StoreFields};
+use maskrelay::store::threads::{self, Actor, NewThread, ThreadStatus};
+use maskrelay::store::{Db, StoreError, message_ids};
+use support::*;
+
+async fn suite(url: &str) {
+    let db = Db::connect(url, 4).await.expect("connect and migrate");
+    // Migrating again is a no-op.
+    let db2 = Db::connect(url, 2).await.expect("second connect");
+    assert!(db2.ping().await);
+
+    let acme = StoreId::parse("acme").unwrap();
+    let fields = StoreFields {
+        name: "Acme".into(),
+        contact: Mailbox::parse("support@acme.example").unwrap(),
+        senders: vec![SenderPattern::parse("@acme.example").unwrap()],
+    };
+    let store = stores::create(&db, &acme, &fields).await.unwrap();
+    assert!(store.approves(&Mailbox::parse("Anyone@ACME.example").unwrap()));
+    assert!(matches!(stores::create(&db, &acme, &fields).await, Err(StoreError::Conflict(_))));
+    let changed = stores::update(&db, &acme, Some("Acme Ltd"), None, None).await.unwrap();
+    assert_eq!(changed.name, "Acme Ltd");
+    assert_eq!(changed.contact, "support@acme.example");
+
+    let new = NewThread {
+        store: acme.clone(),
+        order: "o-1".into(),
+        shopper: Mailbox::parse("Jane@Shopper.example").unwrap(),
+        shopper_name: Some("Jane".into()),
+        ttl_days: 30,
+    };
+    let (t, created) = threads::create(&db, &new).await.unwrap();
+    assert!(created);
+    let (again, created) = threads::create(&db, &new).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, t.id);
+    assert_eq!(t.status, ThreadStatus::Active);
+
+    // Concurrent creation of one thread yields one thread.
+    let new2 = NewThread { order: "o-2".into(), ..new.clone() };
+    let racers: Vec<_> = (0..6).map(|_| { let db = db.clone(); let n = new2.clone(); tokio::spawn(async move { threads::create(&db, &n).await.unwrap().0.id }) }).collect();
+    let mut ids = HashSet::new();
+    for r in racers {
+        ids.insert(r.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "racing creations made {ids:?}");
+
+    let (found, side, store) = threads::find_by_alias(&db, &t.shopper_alias.to_uppercase()).await.unwrap().unwrap();
+    assert_eq!((found.id.as_str(), side, store.id.as_str()), (t.id.as_str(), Side::Shopper, "acme"));
+    let (_, side, _) = threads::find_by_alias(&db, &t.store_alias).await.unwrap().unwrap();
+    assert_eq!(side, Side::Store);
+    assert!(threads::find_by_alias(&db, "nobody").await.unwrap().is_none());
+
+    // Queue: enqueue, two workers lease disjoint sets, retry, complete.
+    let items: Vec<Outgoing> = (0..10)
+        .map(|i| Outgoing { thread_id: t.id.clone(), direction: Side::Shopper, rcpt_to: Mailbox::parse("jane@shopper.example").unwrap(), message: format!("msg {i}\r\n").into_bytes() })
+        .collect();
+    let mapping = IdMapping { thread_id: t.id.clone(), relay_id: "abc@relay.test".into(), original: "orig@host.example".into() };
+    let queued = queue::enqueue(&db, "relay.test", &items, &[mapping.clone()]).await.unwrap();
+    assert_eq!(queued.len(), 10);
+    queue::enqueue(&db, "relay.test", &[], &[mapping]).await.expect("a known mapping is not an error");
+    let known = message_ids::for_thread(&db, &t.id).await.unwrap();
+    assert_eq!(known.get("abc@relay.test").map(String::as_str), Some("orig@host.example"));
+
+    let lease = Duration::from_secs(60);
+    let (a, b) = tokio::join!(queue::lease(&db, "worker-a", 6, lease), queue::lease(&db, "worker-b", 6, lease));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 10);
+    let a_ids: HashSet<_> = a.iter().map(|m| m.id.clone()).collect();
+    assert!(b.iter().all(|m| !a_ids.contains(&m.id)), "a message was leased twice");
+    assert!(queue::lease(&db, "worker-c", 10, lease).await.unwrap().is_empty(), "leased messages are not handed out again");
+    assert!(a[0].mail_from.starts_with("bounce+") && a[0].mail_from.ends_with("@relay.test"));
+    assert_eq!(a[0].rcpt_to, "jane@shopper.example");
+
+    for m in &a {
+        queue::complete(&db, &m.id).await.unwrap();
+    }
+    queue::retry_later(&db, &b[0].id, maskrelay::store::now() - 1, "451 later").await.unwrap();
+    let retried = queue::lease(&db, "worker-c", 10, lease).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].attempts, 1);
+    // An expired lease (a dead worker) is taken over.
+    let dead = queue::lease(&db, "worker-dead", 10, Duration::from_secs(0)).await.unwrap();
+    assert!(dead.is_empty(), "everything else is leased for a minute");
+    let (depth, _) = queue::depth(&db).await.unwrap();
+    assert_eq!(depth as usize, 10 - a.len());
+
+    // Events and the leak signal.
+    for alias in [&t.shopper_alias, &t.shopper_alias, &again.store_alias] {
+        events::record(&db, &NewEvent { kind: EventKind::UnauthorizedSender, store_id: Some("acme"), thread_id: Some(&t.id), alias: Some(alias), detail: serde_json::json!({}) }).await.unwrap();
+    }
+    let leaks = events::leaks(&db, "acme").await.unwrap();
+    assert_eq!(leaks.leaked_aliases, 1, "only shopper aliases count");
+    assert_eq!(leaks.attempts, 2);
+    assert!(leaks.first_at.is_some());
+    let listed = events::list(&db, Some(EventKind::UnauthorizedSender), Some("acme"), 10).await.unwrap();
+    assert_eq!(listed.len(), 3);
+
+    // Revoke and erase.
+    let revoked = threads::revoke(&db, &t.id, Actor::Operator).await.unwrap();
+    assert_eq!(revoked.status, ThreadStatus::Revoked);
+    assert_eq!(threads::revoke_shopper(&db, &new.shopper).await.unwrap(), 1, "the o-2 thread");
+    assert_eq!(threads::erase_shopper(&db, &new.shopper).await.unwrap(), 2);
+    let erased = threads::get(&db, &t.id).await.unwrap();
+    assert_eq!(erased.status, ThreadStatus::Erased);
+    assert!(erased.shopper.is_none() && erased.shopper_name.is_none());
+    assert_eq!(queue::depth(&db).await.unwrap().0, 0, "queued mail of erased threads is gone");
+    assert!(message_ids::for_thread(&db, &t.id).await.unwrap().is_empty());
+
+    assert_eq!(stores::delete(&db, &acme).await.unwrap(), 0);
+    assert!(matches!(stores::get(&db, &acme).await, Err(StoreError::NotFound)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_suite_on_sqlite() {
+    let (url, _dir) = sqlite_url();
+    suite(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_suite_on_postgres() {
+    let Some(url) = postgres_url().await else { return };
+    suite(&url).await;
+}
+
+/// The whole relay on PostgreSQL: one message through, end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_runs_on_postgres() {
+    let Some(url) = postgres_url().await else { return };
+    let sink = Sink::start().await;
+    let relay = TestRelay::start(test_config(&url, sink.addr)).await;
+    relay.acme().await;
+    let thread = relay.thread("pg-1").await;
+    let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
+    let mut c = Client::ready(relay.smtp()).await;
+    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "on postgres", "hi")).await;
+    assert_eq!(r.code, 250, "{}", r.text);
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got[0].rcpt_to, ["jane.doe@shopper.example"]);
+    relay.stop().await;
+}
