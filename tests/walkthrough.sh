@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs the README's walk-through against the built binary: sink, relay, store, thread,
+# a message sent with Python's smtplib, and checks what the sink printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${MASKRELAY_BIN:-target/debug/maskrelay}
+[ -x "$BIN" ] || cargo build --quiet --bin maskrelay
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+python3 -u deploy/sink.py 2526 >"$work/sink.log" 2>&1 & pids+=($!)
+MASKRELAY_API_TOKEN=walkthrough-token-123456 \
+MASKRELAY_AUTH_MODE=envelope \
+MASKRELAY_EGRESS_MODE=smarthost MASKRELAY_EGRESS_SMARTHOST=127.0.0.1:2526 \
+MASKRELAY_DATABASE_URL="sqlite://$work/walkthrough.db" \
+"$BIN" serve >"$work/relay.out" 2>"$work/relay.log" & pids+=($!)
+
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done
+auth=(-H 'Authorization: Bearer walkthrough-token-123456' -H 'Content-Type: application/json')
+curl -sf -X POST http://127.0.0.1:8080/v1/stores "${auth[@]}" \
+  -d '{"id":"acme","name":"Acme Shop","contact":"support@acme.example","senders":["orders@acme.example"]}' >/dev/null
+thread=$(curl -sf -X POST http://127.0.0.1:8080/v1/threads "${auth[@]}" \
+  -d '{"order":"1001","store":"acme","shopper":{"email":"jane@example.com","name":"Jane"}}')
+ALIAS=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["shopper_alias"])' <<<"$thread")
+
+ALIAS=$ALIAS python3 - <<'PY'
+import os, smtplib
+from email.message import EmailMessage
+m = EmailMessage()
+m["From"] = "Acme Orders <orders@acme.example>"
+m["To"] = os.environ["ALIAS"]
+m["Subject"] = "Your order 1001 has shipped"
+m.set_content("Hello Jane, your parcel is on its way.")
+with smtplib.SMTP("127.0.0.1", 2525) as s:
+    s.send_message(m)
+PY
+
+for _ in $(seq 1 100); do grep -q "Hello Jane" "$work/sink.log" && break; sleep 0.1; done
+fail() { echo "walkthrough: $1"; echo "--- sink"; cat "$work/sink.log"; echo "--- relay"; cat "$work/relay.log"; exit 1; }
+grep -q 'To: "Jane" <jane@example.com>' "$work/sink.log" || fail "shopper did not get the mail"
+grep -q 'From: "Acme Shop" <acme\.' "$work/sink.log" || fail "store not masked"
+grep -q "acme.example" "$work/sink.log" && fail "the store's address reached the shopper"
+# An outsider is refused and counted.
+python3 - "$ALIAS" <<'PY' || fail "outsider not refused"
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", 2525) as s:
+    s.ehlo()
+    s.mail("spam@outsider.example")
+    code, _ = s.rcpt(sys.argv[1])
+    sys.exit(0 if code == 550 else 1)
+PY
+leaks=$(curl -sf http://127.0.0.1:8080/v1/stores/acme/leaks "${auth[@]}")
+grep -q '"leaked_aliases":1' <<<"$leaks" || fail "leak not counted: $leaks"
+echo "walkthrough: 1 passed, 0 failed"
