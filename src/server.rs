@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
 use crate::auth::Authorizer;
+use crate::auth::dmarc::DmarcVerifier;
 use crate::config::{AuthMode, Config, EgressMode};
 use crate::delivery::{Dispatcher, Workers, mx::MxDelivery, smarthost::Smarthost};
 use crate::shutdown::{self, Trigger};
@@ -27,6 +28,8 @@ pub enum ServeError {
     Bind { key: &'static str, addr: String, source: std::io::Error },
     #[error("egress: {0}")]
     Egress(String),
+    #[error("dns: {0}")]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 /// A running relay.
@@ -88,6 +91,13 @@ impl Relay {
             config: config.clone(),
             db: db.clone(),
             auth: Authorizer { mode: config.auth.mode },
+            dmarc: match config.auth.mode {
+                AuthMode::Dmarc => Some(DmarcVerifier::new(
+                    crate::dns::resolver(&config.dns.nameservers)?,
+                    config.smtp_hostname(),
+                )),
+                AuthMode::Envelope => None,
+            },
             wake: wake.clone(),
         });
         tasks.spawn(smtp::listener::serve(smtp_listener, ctx, shutdown.clone()));

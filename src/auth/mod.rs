@@ -2,6 +2,8 @@
 //! senders; a store alias only from the thread's shopper. Every path through the relay
 //! asks here, whatever `auth.mode` says about how the sender is authenticated.
 
+pub mod dmarc;
+
 use crate::address::{Mailbox, Side};
 use crate::config::AuthMode;
 use crate::store::stores::Store;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::auth::Authorizer;
+use crate::auth::dmarc::DmarcVerifier;
 use crate::config::Config;
 use crate::store::Db;
 
@@ -19,6 +20,8 @@ pub struct Context {
     pub config: Arc<Config>,
     pub db: Db,
     pub auth: Authorizer,
+    /// Present in `auth.mode = "dmarc"`.
+    pub dmarc: Option<DmarcVerifier>,
     /// Wakes the delivery workers after an enqueue.
     pub wake: Arc<Notify>,
 }

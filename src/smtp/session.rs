@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
+use smtp_proto::request::receiver::{DataReceiver, MAX_LINE_LENGTH, RequestReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
@@ -52,7 +52,9 @@ where
         output: Vec::with_capacity(512),
         receiver: RequestReceiver::default(),
         errors: 0,
+        discarding: false,
         commands: 0,
+        helo: String::new(),
         shutdown,
     };
     let greeting = Reply::new(220, format!("{} ESMTP maskrelay", session.ctx.config.smtp_hostname()));
@@ -74,13 +76,40 @@ struct Session<S> {
     output: Vec<u8>,
     receiver: RequestReceiver,
     errors: usize,
+    /// Inside a command line already known to be too long: dropped up to its LF.
+    discarding: bool,
     commands: usize,
+    /// The name the client gave in EHLO/HELO (for SPF).
+    helo: String,
     shutdown: Shutdown,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn serve(&mut self) -> std::io::Result<()> {
         loop {
+            // Commands go to the parser as whole lines only, and the line limit is kept
+            // here: smtp-proto checks it only for a line it buffers across reads, so a
+            // long line arriving in one read would be parsed, and a long one split
+            // across reads would have its tail parsed as a second command. An overlong
+            // line is dropped up to its LF and gets exactly one reply.
+            let Some(lf) = self.input.iter().position(|&b| b == b'\n') else {
+                if self.discarding || self.input.len() >= MAX_LINE_LENGTH {
+                    self.input.clear();
+                    self.discarding = true;
+                }
+                if !self.fill().await? {
+                    return Ok(());
+                }
+                continue;
+            };
+            if self.discarding || lf >= MAX_LINE_LENGTH {
+                self.input.drain(..=lf);
+                self.discarding = false;
+                if let Flow::Close = self.error(reply::LINE_TOO_LONG) {
+                    return self.flush().await;
+                }
+                continue;
+            }
             let mut iter = self.input.iter();
             let parsed = self.receiver.ingest(&mut iter).map(Request::into_owned);
             let consumed = self.input.len() - iter.as_slice().len();
@@ -191,6 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match request {
             Request::Ehlo { host } => {
                 self.phase = Phase::Greeted;
+                self.helo = host.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
                 let c = &self.ctx.config;
                 let text = format!(
                     "{} greets {host}\nPIPELINING\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nSIZE {}",
@@ -201,8 +231,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.reply(Reply::new(250, text));
                 Flow::Continue
             }
-            Request::Helo { .. } => {
+            Request::Helo { host } => {
                 self.phase = Phase::Greeted;
+                self.helo = host.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
                 self.reply(Reply::new(250, self.ctx.config.smtp_hostname().to_owned()));
                 Flow::Continue
             }
@@ -372,7 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(reply::TOO_BIG);
         }
         let message = normalize_line_endings(message);
-        Ok(transaction::accept(&self.ctx, &tx, &message).await)
+        Ok(transaction::accept(&self.ctx, &tx, &message, self.peer.ip(), &self.helo).await)
     }
 }
 
