@@ -367,7 +367,7 @@ mod tests {
     #[test]
     fn init_template_is_a_valid_config() {
         let c = Config::from_toml_and_env(
-            &commented_template("relay.example", "0123456789abcdef0123456789"),
+            &commented_template("relay.example", "0123456789abcdef0123456789", "s1", "/k.pem"),
             env(&[]),
         )
         .unwrap();
@@ -390,7 +390,7 @@ mod tests {
 }
 
 /// The commented config `maskrelay init` writes.
-pub fn commented_template(domain: &str, token: &str) -> String {
+pub fn commented_template(domain: &str, token: &str, selector: &str, dkim_key: &str) -> String {
     format!(
         r#"# maskrelay configuration. Every key can also be set as MASKRELAY_<SECTION>_<KEY>,
 # e.g. MASKRELAY_SMTP_LISTEN=0.0.0.0:25.
@@ -417,6 +417,11 @@ mode = "dmarc"
 [dns]
 # Empty: the system resolver. Or e.g. ["127.0.0.1:5353"].
 nameservers = []
+
+[dkim]
+# Outgoing mail is signed for the relay domain; publish the record `maskrelay init` printed.
+selector = "{selector}"
+private_key_path = "{dkim_key}"
 
 [egress]
 # "mx": deliver directly by MX lookup. "smarthost": hand everything to one next hop.

@@ -32,9 +32,15 @@ enum Command {
         /// Where to write the config.
         #[arg(long, default_value = "maskrelay.toml")]
         out: PathBuf,
-        /// Overwrite an existing file.
+        /// Overwrite an existing config file (an existing DKIM key is kept).
         #[arg(long)]
         force: bool,
+        /// Where to write the DKIM private key.
+        #[arg(long, default_value = "maskrelay-dkim.pem")]
+        dkim_key: PathBuf,
+        /// DKIM key type: rsa (2048 bits, verified everywhere) or ed25519 (RFC 8463).
+        #[arg(long, value_enum, default_value = "rsa")]
+        dkim_algorithm: maskrelay::delivery::dkim::Algorithm,
     },
     /// Stores: add, list, show, delete, leaks.
     #[command(subcommand)]
@@ -126,8 +132,8 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if let Command::Init { domain, out, force } = &cli.command {
-        return init(domain, out, *force);
+    if let Command::Init { domain, out, force, dkim_key, dkim_algorithm } = &cli.command {
+        return init(domain, out, *force, dkim_key, *dkim_algorithm);
     }
     let config = Config::load(cli.config.as_deref()).context("configuration")?;
     match cli.command {
@@ -252,20 +258,37 @@ async fn queue_cmd(config: &Config, cmd: QueueCmd) -> Result<()> {
     }
 }
 
-fn init(domain: &str, out: &PathBuf, force: bool) -> Result<()> {
+fn init(
+    domain: &str,
+    out: &PathBuf,
+    force: bool,
+    dkim_key: &PathBuf,
+    algorithm: maskrelay::delivery::dkim::Algorithm,
+) -> Result<()> {
+    use maskrelay::delivery::dkim;
     maskrelay::address::Mailbox::parse(&format!("postmaster@{domain}"))
         .map_err(|_| anyhow::anyhow!("--domain: {domain:?} is not a domain name"))?;
     if out.exists() && !force {
         bail!("{} exists; pass --force to overwrite it", out.display());
     }
+    if dkim_key.exists() {
+        println!("Keeping the DKIM key at {}.", dkim_key.display());
+    } else {
+        dkim::generate(dkim_key, algorithm)?;
+        println!("Wrote the DKIM private key to {} (mode 0600).", dkim_key.display());
+    }
+    let selector = maskrelay::config::Dkim::default().selector;
+    let signer = dkim::Signer::load(dkim_key, domain, &selector)?;
     let token = maskrelay::address::random_token(32);
-    std::fs::write(out, maskrelay::config::commented_template(domain, &token))
+    let key_path = std::fs::canonicalize(dkim_key).unwrap_or_else(|_| dkim_key.clone());
+    std::fs::write(out, maskrelay::config::commented_template(domain, &token, &selector, &key_path.display().to_string()))
         .with_context(|| format!("writing {}", out.display()))?;
     println!("Wrote {} (it holds the API token: keep it private).\n", out.display());
     println!("Publish these DNS records for {domain} (replace 192.0.2.10 with this host's public address):\n");
-    println!("{domain}.            IN MX  10 {domain}.");
-    println!("{domain}.            IN A   192.0.2.10");
-    println!("{domain}.            IN TXT \"v=spf1 a:{domain} -all\"");
-    println!("_dmarc.{domain}.     IN TXT \"v=DMARC1; p=reject; adkim=s; aspf=s\"");
+    println!("{domain}.  IN MX  10 {domain}.");
+    println!("{domain}.  IN A   192.0.2.10");
+    println!("{domain}.  IN TXT \"v=spf1 a:{domain} -all\"");
+    println!("_dmarc.{domain}.  IN TXT \"v=DMARC1; p=reject; adkim=s; aspf=s\"");
+    println!("{selector}._domainkey.{domain}.  IN TXT \"{}\"", signer.dns_record());
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::api::{self, ApiState};
 use crate::auth::Authorizer;
 use crate::auth::dmarc::DmarcVerifier;
 use crate::config::{AuthMode, Config, EgressMode};
+use crate::delivery::dkim::{self, Signer};
 use crate::delivery::{Dispatcher, Workers, mx::MxDelivery, smarthost::Smarthost};
 use crate::shutdown::{self, Trigger};
 use crate::smtp::{self, Context};
@@ -28,6 +29,8 @@ pub enum ServeError {
     Bind { key: &'static str, addr: String, source: std::io::Error },
     #[error("egress: {0}")]
     Egress(String),
+    #[error("{0}")]
+    Dkim(#[from] crate::delivery::dkim::DkimError),
     #[error("dns: {0}")]
     Dns(#[from] crate::dns::DnsError),
 }
@@ -61,6 +64,19 @@ fn dispatcher(config: &Config) -> Result<Arc<dyn Dispatcher>, ServeError> {
             Arc::new(MxDelivery::new(resolver, config.egress.mx_port, hello))
         }
     })
+}
+
+/// The relay domain's DKIM key; on first start without one, an Ed25519 key is generated
+/// (instant, unlike RSA) and the record to publish is logged.
+fn dkim_signer(config: &Config) -> Result<Signer, ServeError> {
+    let path = std::path::Path::new(&config.dkim.private_key_path);
+    if !path.exists() {
+        dkim::generate(path, dkim::Algorithm::Ed25519)?;
+        info!(path = %path.display(), "generated a DKIM key");
+    }
+    let signer = Signer::load(path, &config.relay.domain, &config.dkim.selector)?;
+    info!(record = %format!("{}._domainkey.{} TXT \"{}\"", config.dkim.selector, config.relay.domain, signer.dns_record()), "DKIM key loaded");
+    Ok(signer)
 }
 
 impl Relay {
@@ -105,6 +121,7 @@ impl Relay {
         let workers = Arc::new(Workers {
             db: db.clone(),
             dispatcher: dispatcher(&config)?,
+            signer: Arc::new(dkim_signer(&config)?),
             config: config.egress.clone(),
             wake,
             node: format!("{}-{}", std::process::id(), crate::address::random_token(6)),

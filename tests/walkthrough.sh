@@ -14,7 +14,7 @@ python3 -u deploy/sink.py 2526 >"$work/sink.log" 2>&1 & pids+=($!)
 MASKRELAY_API_TOKEN=walkthrough-token-123456 \
 MASKRELAY_AUTH_MODE=envelope \
 MASKRELAY_EGRESS_MODE=smarthost MASKRELAY_EGRESS_SMARTHOST=127.0.0.1:2526 \
-MASKRELAY_DATABASE_URL="sqlite://$work/walkthrough.db" \
+MASKRELAY_DATABASE_URL="sqlite://$work/walkthrough.db" MASKRELAY_DKIM_PRIVATE_KEY_PATH="$work/dkim.pem" \
 "$BIN" serve >"$work/relay.out" 2>"$work/relay.log" & pids+=($!)
 
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done

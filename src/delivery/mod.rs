@@ -2,6 +2,7 @@
 //! (a smarthost, or direct MX delivery). Transient failures are retried with backoff;
 //! permanent ones and messages too old are given up and recorded.
 
+pub mod dkim;
 pub mod mx;
 pub mod smarthost;
 
@@ -48,6 +49,8 @@ pub trait Dispatcher: Send + Sync {
 pub struct Workers {
     pub db: Db,
     pub dispatcher: Arc<dyn Dispatcher>,
+    /// Signs every message on its way out (the relay domain's DKIM key).
+    pub signer: Arc<dkim::Signer>,
     pub config: Egress,
     /// Woken on every enqueue, so delivery starts at once instead of at the next poll.
     pub wake: Arc<Notify>,
@@ -104,7 +107,12 @@ impl Workers {
     async fn attempt(&self, msg: Leased) {
         let envelope = Envelope { mail_from: msg.mail_from.clone(), rcpt_to: msg.rcpt_to.clone() };
         let started = std::time::Instant::now();
-        let result = self.dispatcher.deliver(&envelope, &msg.message).await;
+        // Signed at each attempt, not at enqueue: a rotated key takes effect for mail
+        // already queued, and nothing unsigned ever leaves.
+        let result = match self.signer.sign(&msg.message) {
+            Ok(signed) => self.dispatcher.deliver(&envelope, &signed).await,
+            Err(e) => Err(DeliveryError::Transient(e.to_string())),
+        };
         metrics::histogram!("maskrelay_delivery_seconds").record(started.elapsed().as_secs_f64());
         let outcome = match result {
             Ok(()) => {

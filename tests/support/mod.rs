@@ -36,7 +36,9 @@ pub async fn postgres_url() -> Option<String> {
     let mut conn = match sqlx::PgConnection::connect(&base).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("SKIPPED: PostgreSQL not reachable at {base} ({e}); set MASKRELAY_TEST_POSTGRES to run the PostgreSQL tests");
+            eprintln!(
+                "SKIPPED: PostgreSQL not reachable at {base} ({e}); set MASKRELAY_TEST_POSTGRES to run the PostgreSQL tests"
+            );
             if std::env::var("MASKRELAY_REQUIRE_POSTGRES").is_ok() {
                 panic!("MASKRELAY_REQUIRE_POSTGRES is set but PostgreSQL is not reachable");
             }
@@ -68,6 +70,14 @@ pub fn test_config(db_url: &str, sink: std::net::SocketAddr) -> Config {
     c.egress.retry_max_secs = 2;
     c.egress.workers = 2;
     c.database.url = db_url.into();
+    // Each relay signs with its own key, generated on first start.
+    c.dkim.private_key_path = std::env::temp_dir()
+        .join(format!(
+            "maskrelay-test-{}.pem",
+            maskrelay::address::random_token(12)
+        ))
+        .display()
+        .to_string();
     c
 }
 
@@ -82,7 +92,11 @@ impl TestRelay {
     pub async fn start(config: Config) -> Self {
         let relay = Relay::start(config).await.expect("relay starts");
         let base = format!("http://{}", relay.api_addr);
-        Self { relay, http: reqwest::Client::new(), base }
+        Self {
+            relay,
+            http: reqwest::Client::new(),
+            base,
+        }
     }
 
     pub fn smtp(&self) -> std::net::SocketAddr {
@@ -107,7 +121,10 @@ impl TestRelay {
         let resp = req.send().await.expect("http");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Creates store "acme" with sender orders@acme.example, contact support@acme.example.
@@ -116,8 +133,10 @@ impl TestRelay {
             .api(
                 "POST",
                 "/v1/stores",
-                Some(json!({"id": "acme", "name": "Acme Shop", "contact": "support@acme.example",
-                            "senders": ["orders@acme.example"]})),
+                Some(
+                    json!({"id": "acme", "name": "Acme Shop", "contact": "support@acme.example",
+                            "senders": ["orders@acme.example"]}),
+                ),
             )
             .await;
         assert_eq!(s, 201, "{v}");

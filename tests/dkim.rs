@@ -1,0 +1,106 @@
+//! Everything the relay sends is DKIM-signed for the relay domain, with an RSA or an
+//! Ed25519 key, and verifies against the published record (mail-auth's verifier over a
+//! local DNS zone).
+
+mod support;
+
+use maskrelay::delivery::dkim::{self, Algorithm, Signer};
+use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
+use support::dns::DnsServer;
+use support::*;
+
+async fn signed_delivery_verifies(algorithm: Algorithm) {
+    let dns = DnsServer::start().await;
+    let (url, _dir) = sqlite_url();
+    let sink = Sink::start().await;
+    let config = test_config(&url, sink.addr);
+    let key_path = std::path::PathBuf::from(&config.dkim.private_key_path);
+    dkim::generate(&key_path, algorithm).unwrap();
+    let record = Signer::load(&key_path, DOMAIN, &config.dkim.selector).unwrap().dns_record();
+    let k = match algorithm {
+        Algorithm::Rsa => "k=rsa",
+        Algorithm::Ed25519 => "k=ed25519",
+    };
+    assert!(record.starts_with(&format!("v=DKIM1; {k}; p=")), "{record}");
+    dns.txt(&format!("{}._domainkey.{DOMAIN}", config.dkim.selector), &record);
+
+    let relay = TestRelay::start(config).await;
+    relay.acme().await;
+    let thread = relay.thread("order-9").await;
+    let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
+    let mut c = Client::ready(relay.smtp()).await;
+    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "signed", "body\r\n.dot line")).await;
+    assert_eq!(r.code, 250, "{}", r.text);
+    let got = sink.wait_for(1, WAIT).await;
+    let sig = got[0].header("DKIM-Signature").expect("signed");
+    assert!(sig.contains(&format!("d={DOMAIN}")), "{sig}");
+    for h in ["list-unsubscribe", "list-unsubscribe-post", "from", "to"] {
+        assert!(sig.to_lowercase().contains(h), "{h} not signed: {sig}");
+    }
+
+    let resolver = maskrelay::dns::resolver(&[dns.nameserver()]).unwrap();
+    let verifier = MessageAuthenticator(resolver);
+    let message = AuthenticatedMessage::parse(&got[0].data).unwrap();
+    let results = verifier.verify_dkim(&message).await;
+    assert!(!results.is_empty());
+    assert!(results.iter().all(|r| *r.result() == DkimResult::Pass), "{results:?}");
+
+    // The same bytes with one changed character do not verify.
+    let mut tampered = got[0].data.clone();
+    let at = tampered.windows(4).position(|w| w == b"body").unwrap();
+    tampered[at] = b'B';
+    let message = AuthenticatedMessage::parse(&tampered).unwrap();
+    let results = verifier.verify_dkim(&message).await;
+    assert!(results.iter().all(|r| *r.result() != DkimResult::Pass), "{results:?}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_signed_output_verifies() {
+    signed_delivery_verifies(Algorithm::Rsa).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_signed_output_verifies() {
+    signed_delivery_verifies(Algorithm::Ed25519).await;
+}
+
+#[test]
+fn init_writes_config_and_key_and_prints_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_maskrelay"))
+        .current_dir(dir.path())
+        .args(["init", "--domain", "relay.example.org", "--dkim-algorithm", "ed25519"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for record in ["IN MX  10 relay.example.org.", "v=spf1", "_dmarc.relay.example.org.", "maskrelay._domainkey.relay.example.org.  IN TXT \"v=DKIM1; k=ed25519; p="] {
+        assert!(text.contains(record), "{record} missing:\n{text}");
+    }
+    let config = std::fs::read_to_string(dir.path().join("maskrelay.toml")).unwrap();
+    let parsed = maskrelay::config::Config::from_toml_and_env(&config, Vec::new()).unwrap();
+    assert_eq!(parsed.relay.domain, "relay.example.org");
+    assert!(std::path::Path::new(&parsed.dkim.private_key_path).exists());
+    // A second init refuses to overwrite the config.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_maskrelay"))
+        .current_dir(dir.path())
+        .args(["init", "--domain", "relay.example.org"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+}
+
+#[test]
+fn bad_config_names_the_key_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[smtp]\nmax_recipients = \"lots\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_maskrelay"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_recipients"), "{err}");
+}
