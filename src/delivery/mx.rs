@@ -3,6 +3,7 @@
 //! publishes none, opportunistic STARTTLS, and one pooled transport per host.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -59,10 +60,20 @@ impl MxDelivery {
         }
     }
 
-    fn transport(&self, host: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, DeliveryError> {
+    /// Addresses of an MX host, through the relay's resolver (not the system's: with
+    /// `dns.nameservers` set, all DNS must go there).
+    async fn addresses(&self, host: &str) -> Vec<IpAddr> {
+        match self.resolver.lookup_ip(host).await {
+            Ok(ips) => ips.iter().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn transport(&self, host: &str, ip: IpAddr) -> Result<AsyncSmtpTransport<Tokio1Executor>, DeliveryError> {
         let host = host.trim_end_matches('.').to_owned();
+        let key = format!("{host}/{ip}");
         let mut map = self.transports.lock().map_err(|_| DeliveryError::Transient("poisoned".into()))?;
-        if let Some(t) = map.get(&host) {
+        if let Some(t) = map.get(&key) {
             return Ok(t.clone());
         }
         // Opportunistic TLS as MTAs do it (RFC 7435): encrypt when offered, without
@@ -72,14 +83,15 @@ impl MxDelivery {
             .dangerous_accept_invalid_hostnames(true)
             .build_rustls()
             .map_err(|e| DeliveryError::Transient(e.to_string()))?;
-        let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
+        // Connect to the address; TLS still names the host (SNI).
+        let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(ip.to_string())
             .port(self.port)
             .tls(Tls::Opportunistic(params))
             .hello_name(ClientId::Domain(self.hello_name.clone()))
             .timeout(Some(Duration::from_secs(60)))
             .pool_config(PoolConfig::new().max_size(4).idle_timeout(Duration::from_secs(30)))
             .build();
-        map.insert(host, t.clone());
+        map.insert(key, t.clone());
         Ok(t)
     }
 }
@@ -94,12 +106,14 @@ impl Dispatcher for MxDelivery {
                 .ok_or_else(|| DeliveryError::Permanent("recipient has no domain".into()))?;
             let mut last = DeliveryError::Transient(format!("no MX host reachable for {domain}"));
             for host in self.hosts(&domain).await? {
-                let transport = self.transport(&host)?;
-                match super::smarthost::send(&transport, envelope, message).await {
-                    Ok(()) => return Ok(()),
-                    Err(e @ DeliveryError::Permanent(_)) => return Err(e),
-                    // Next MX host (RFC 5321 5.1: try the others before giving up).
-                    Err(e) => last = e,
+                for ip in self.addresses(&host).await {
+                    let transport = self.transport(&host, ip)?;
+                    match super::smarthost::send(&transport, envelope, message).await {
+                        Ok(()) => return Ok(()),
+                        Err(e @ DeliveryError::Permanent(_)) => return Err(e),
+                        // Next address, next MX host (RFC 5321 5.1: try the others first).
+                        Err(e) => last = e,
+                    }
                 }
             }
             Err(last)
