@@ -288,6 +288,12 @@ impl Config {
         {
             return Err(invalid("database.url", "expected sqlite://PATH or postgres://…"));
         }
+        if !self.submission.listen.is_empty() && self.smtp.tls_cert_path.is_none() {
+            return Err(invalid(
+                "submission.listen",
+                "needs smtp.tls_cert_path and smtp.tls_key_path: AUTH is only offered after STARTTLS",
+            ));
+        }
         if self.smtp.tls_cert_path.is_some() != self.smtp.tls_key_path.is_some() {
             return Err(invalid("smtp.tls_key_path", "set both tls_cert_path and tls_key_path"));
         }

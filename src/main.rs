@@ -70,6 +70,8 @@ enum StoreCmd {
     Show { id: String },
     Delete { id: String },
     Leaks { id: String },
+    /// Issue a submission login (SMTP AUTH) for the store; prints the password once.
+    Credentials { id: String },
 }
 
 #[derive(Subcommand)]
@@ -200,6 +202,7 @@ async fn store_cmd(config: &Config, cmd: StoreCmd) -> Result<()> {
             print_json(&serde_json::json!({"deleted": id, "threads_revoked": n}))
         }
         StoreCmd::Leaks { id } => print_json(&events::leaks(&db, store_id(&id)?.as_str()).await?),
+        StoreCmd::Credentials { id } => print_json(&maskrelay::store::credentials::create(&db, &store_id(&id)?).await?),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::config::{AuthMode, Config, EgressMode};
 use crate::delivery::dkim::{self, Signer};
 use crate::delivery::{Dispatcher, Workers, mx::MxDelivery, smarthost::Smarthost};
 use crate::shutdown::{self, Trigger};
-use crate::smtp::{self, Context};
+use crate::smtp::{self, Context, Listener};
 use crate::store::{Db, StoreError};
 
 /// Why the relay could not start.
@@ -31,6 +31,8 @@ pub enum ServeError {
     Egress(String),
     #[error("{0}")]
     Dkim(#[from] crate::delivery::dkim::DkimError),
+    #[error("{0}")]
+    Tls(#[from] crate::smtp::tls::TlsError),
     #[error("dns: {0}")]
     Dns(#[from] crate::dns::DnsError),
 }
@@ -39,6 +41,8 @@ pub enum ServeError {
 pub struct Relay {
     pub smtp_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The submission listener's address, when `submission.listen` is set.
+    pub submission_addr: Option<SocketAddr>,
     /// The operator token in force.
     pub api_token: String,
     /// True when the token was generated at start (and must be shown once).
@@ -90,6 +94,11 @@ impl Relay {
         }
         let smtp_listener = bind("smtp.listen", &config.smtp.listen).await?;
         let api_listener = bind("api.listen", &config.api.listen).await?;
+        let submission_listener = match config.submission.listen.as_str() {
+            "" => None,
+            addr => Some(bind("submission.listen", addr).await?),
+        };
+        let submission_addr = submission_listener.as_ref().and_then(|l| l.local_addr().ok());
         let smtp_addr = smtp_listener.local_addr().map_err(|source| ServeError::Bind { key: "smtp.listen", addr: config.smtp.listen.clone(), source })?;
         let api_addr = api_listener.local_addr().map_err(|source| ServeError::Bind { key: "api.listen", addr: config.api.listen.clone(), source })?;
         // Revoke links point at the address actually bound (port 0 picks one).
@@ -115,8 +124,15 @@ impl Relay {
                 AuthMode::Envelope => None,
             },
             wake: wake.clone(),
+            tls: match (&config.smtp.tls_cert_path, &config.smtp.tls_key_path) {
+                (Some(cert), Some(key)) => Some(crate::smtp::tls::acceptor(cert, key)?),
+                _ => None,
+            },
         });
-        tasks.spawn(smtp::listener::serve(smtp_listener, ctx, shutdown.clone()));
+        if let Some(listener) = submission_listener {
+            tasks.spawn(smtp::listener::serve(listener, Listener::Submission, ctx.clone(), shutdown.clone()));
+        }
+        tasks.spawn(smtp::listener::serve(smtp_listener, Listener::Mx, ctx, shutdown.clone()));
 
         let workers = Arc::new(Workers {
             db: db.clone(),
@@ -139,7 +155,7 @@ impl Relay {
             }
         });
         info!(smtp = %smtp_addr, api = %api_addr, domain = %config.relay.domain, "maskrelay running");
-        Ok(Self { smtp_addr, api_addr, api_token, token_generated, db, trigger, tasks })
+        Ok(Self { smtp_addr, api_addr, submission_addr, api_token, token_generated, db, trigger, tasks })
     }
 
     /// Stops accepting, lets sessions and deliveries in progress finish (up to 30 s),

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stores", post(stores::create).get(stores::list))
         .route("/v1/stores/{id}", get(stores::get).patch(stores::update).delete(stores::delete))
         .route("/v1/stores/{id}/leaks", get(events::leaks))
+        .route("/v1/stores/{id}/credentials", post(stores::credentials))
         .route("/v1/threads", post(threads::create))
         .route("/v1/threads/{id}", get(threads::get))
         .route("/v1/threads/{id}/revoke", post(threads::revoke))

@@ -115,3 +115,19 @@ pub async fn delete(
         other => Ok(Json(serde_json::json!({"deleted": id.as_str(), "threads_revoked": other?}))),
     }
 }
+
+/// `POST /v1/stores/{id}/credentials`: a new submission login for the store (replacing
+/// any earlier one). The password is in this answer and nowhere else.
+pub async fn credentials(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<crate::store::credentials::NewCredential>), ApiError> {
+    let id = parse_id(&id)?;
+    match crate::store::credentials::create(&state.db, &id).await {
+        Err(crate::store::StoreError::NotFound) => Err(ApiError::not_found("store")),
+        other => {
+            tracing::info!(store = %id, "submission credentials issued");
+            Ok((StatusCode::CREATED, Json(other?)))
+        }
+    }
+}

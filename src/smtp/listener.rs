@@ -7,13 +7,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::Context;
+use super::{Context, Listener};
 use super::reply;
 use crate::shutdown::Shutdown;
 
 /// Serves `listener` until shutdown. Connections over `smtp.max_connections` get a 421
 /// and are closed at once, so a flood cannot exhaust the relay's memory or file handles.
-pub async fn serve(listener: TcpListener, ctx: Arc<Context>, mut shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, kind: Listener, ctx: Arc<Context>, mut shutdown: Shutdown) {
     let limit = Arc::new(Semaphore::new(ctx.config.smtp.max_connections));
     loop {
         let (mut stream, peer) = tokio::select! {
@@ -36,7 +36,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, mut shutdown: Shutd
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     debug!(%peer, "connection");
-                    super::session::run(stream, peer, ctx, shutdown).await;
+                    super::session::run(stream, peer, kind, ctx, shutdown).await;
                     drop(permit);
                 });
             }

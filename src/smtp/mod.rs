@@ -4,11 +4,13 @@
 pub mod listener;
 pub mod reply;
 pub mod session;
+pub mod tls;
 pub mod transaction;
 
 use std::sync::Arc;
 
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authorizer;
 use crate::auth::dmarc::DmarcVerifier;
@@ -22,6 +24,17 @@ pub struct Context {
     pub auth: Authorizer,
     /// Present in `auth.mode = "dmarc"`.
     pub dmarc: Option<DmarcVerifier>,
+    /// Present when a certificate is configured: STARTTLS is offered.
+    pub tls: Option<TlsAcceptor>,
     /// Wakes the delivery workers after an enqueue.
     pub wake: Arc<Notify>,
+}
+
+/// Which listener a session came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Port 25 style: mail to aliases from anyone, sender checked per alias.
+    Mx,
+    /// Stores submit with SMTP AUTH after STARTTLS; the login authorizes.
+    Submission,
 }

@@ -61,6 +61,17 @@ pub const BAD_SENDER: Reply = r(501, "5.1.7 Bad sender address syntax");
 pub const BAD_RECIPIENT: Reply = r(501, "5.1.3 Bad recipient address syntax");
 pub const NOT_IMPLEMENTED: Reply = r(502, "5.5.1 Command not implemented");
 pub const NO_TLS: Reply = r(502, "5.5.1 STARTTLS is not available on this listener");
+pub const ALREADY_TLS: Reply = r(503, "5.5.1 TLS is already active");
+pub const READY_TLS: Reply = r(220, "2.0.0 Ready to start TLS");
+pub const ENCRYPTION_REQUIRED: Reply = r(538, "5.7.11 Encryption required: send STARTTLS first");
+pub const AUTH_REQUIRED: Reply = r(530, "5.7.0 Authentication required: log in with AUTH first");
+pub const BAD_SEQUENCE_AUTH: Reply = r(503, "5.5.1 AUTH is only allowed once, after EHLO and outside a transaction");
+pub const AUTH_MECHANISM: Reply = r(504, "5.5.4 Unrecognized authentication mechanism; use PLAIN or LOGIN");
+pub const AUTH_CANCELLED: Reply = r(501, "5.5.2 Authentication cancelled or malformed");
+pub const AUTH_OK: Reply = r(235, "2.7.0 Authentication successful");
+pub const AUTH_FAILED: Reply = r(535, "5.7.8 Authentication credentials invalid");
+pub const AUTH_TEMPFAIL_STORAGE: Reply = r(454, "4.7.0 Temporary authentication failure; try again later");
+pub const NOT_YOUR_SHOPPER: Reply = r(550, "5.7.1 This login may only write to shopper aliases of its own store");
 pub const NO_AUTH: Reply = r(503, "5.5.1 AUTH is not available on this listener");
 
 pub const TOO_MANY_ERRORS: Reply = r(421, "4.7.0 Too many errors, closing connection");

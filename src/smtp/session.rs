@@ -14,7 +14,8 @@ use tracing::debug;
 use super::Context;
 use super::reply::{self, Reply};
 use super::transaction::{self, Recipient, Transaction};
-use crate::address::Mailbox;
+use super::Listener;
+use crate::address::{Mailbox, Side, StoreId};
 use crate::auth::Decision;
 use crate::shutdown::Shutdown;
 use crate::store::threads;
@@ -35,18 +36,32 @@ enum Phase {
 enum Flow {
     Continue,
     Data(Transaction),
+    StartTls,
     Close,
 }
 
+/// How `serve` ended.
+enum Ended {
+    Closed,
+    StartTls,
+}
+
+/// A byte stream a session runs over: TCP, TLS over TCP, or an in-memory duplex.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
 /// Serves one connection until QUIT, an error limit, a timeout or shutdown.
-pub async fn run<S>(io: S, peer: SocketAddr, ctx: Arc<Context>, shutdown: Shutdown)
+pub async fn run<S>(io: S, peer: SocketAddr, listener: Listener, ctx: Arc<Context>, shutdown: Shutdown)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Io + 'static,
 {
     let mut session = Session {
-        io,
+        io: Box::new(io),
         ctx,
         peer,
+        listener,
+        secure: false,
+        login: None,
         phase: Phase::Fresh,
         input: Vec::with_capacity(4096),
         output: Vec::with_capacity(512),
@@ -62,13 +77,22 @@ where
     if session.flush().await.is_err() {
         return;
     }
-    let _ = session.serve().await;
+    while let Ok(Ended::StartTls) = session.serve().await {
+        if !session.start_tls().await {
+            return;
+        }
+    }
 }
 
-struct Session<S> {
-    io: S,
+struct Session {
+    io: Box<dyn Io>,
     ctx: Arc<Context>,
     peer: SocketAddr,
+    listener: Listener,
+    /// Inside TLS (after STARTTLS).
+    secure: bool,
+    /// The store a submission session logged in as.
+    login: Option<StoreId>,
     phase: Phase,
     /// Bytes read but not yet consumed.
     input: Vec<u8>,
@@ -84,8 +108,31 @@ struct Session<S> {
     shutdown: Shutdown,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    async fn serve(&mut self) -> std::io::Result<()> {
+impl Session {
+    /// RFC 3207 4.2: after the handshake the session starts over, knowing nothing the
+    /// client said before it; the input was already emptied when STARTTLS was accepted.
+    async fn start_tls(&mut self) -> bool {
+        let Some(acceptor) = self.ctx.tls.clone() else { return false };
+        let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())));
+        let timeout = Duration::from_secs(self.ctx.config.smtp.idle_timeout_secs);
+        match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
+            Ok(Ok(tls)) => {
+                self.io = Box::new(tls);
+                self.secure = true;
+                self.phase = Phase::Fresh;
+                self.helo.clear();
+                self.receiver = RequestReceiver::default();
+                self.input.clear();
+                true
+            }
+            _ => {
+                debug!(peer = %self.peer, "TLS handshake failed");
+                false
+            }
+        }
+    }
+
+    async fn serve(&mut self) -> std::io::Result<Ended> {
         loop {
             // Commands go to the parser as whole lines only, and the line limit is kept
             // here: smtp-proto checks it only for a line it buffers across reads, so a
@@ -98,7 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.discarding = true;
                 }
                 if !self.fill().await? {
-                    return Ok(());
+                    return Ok(Ended::Closed);
                 }
                 continue;
             };
@@ -106,7 +153,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.input.drain(..=lf);
                 self.discarding = false;
                 if let Flow::Close = self.error(reply::LINE_TOO_LONG) {
-                    return self.flush().await;
+                    self.flush().await?;
+                    return Ok(Ended::Closed);
                 }
                 continue;
             }
@@ -126,7 +174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Err(ProtoError::NeedsMoreData { .. }) => {
                     if !self.fill().await? {
-                        return Ok(());
+                        return Ok(Ended::Closed);
                     }
                     Flow::Continue
                 }
@@ -134,7 +182,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             match flow {
                 Flow::Continue => {}
-                Flow::Close => return self.flush().await,
+                Flow::Close => {
+                    self.flush().await?;
+                    return Ok(Ended::Closed);
+                }
+                Flow::StartTls => {
+                    self.flush().await?;
+                    return Ok(Ended::StartTls);
+                }
                 Flow::Data(tx) => {
                     let reply = self.data(tx).await?;
                     self.reply(reply);
@@ -222,11 +277,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.phase = Phase::Greeted;
                 self.helo = host.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
                 let c = &self.ctx.config;
-                let text = format!(
+                let mut text = format!(
                     "{} greets {host}\nPIPELINING\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nSIZE {}",
                     c.smtp_hostname(),
                     c.smtp.max_message_bytes
                 );
+                if self.ctx.tls.is_some() && !self.secure {
+                    text.push_str("\nSTARTTLS");
+                }
+                // RFC 4954 4: no AUTH over plain text; offered only inside TLS.
+                if self.listener == Listener::Submission && self.secure {
+                    text.push_str("\nAUTH PLAIN LOGIN");
+                }
                 let text: String = text.chars().filter(|c| !c.is_control() || *c == '\n').collect();
                 self.reply(Reply::new(250, text));
                 Flow::Continue
@@ -278,8 +340,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.reply(reply::HELP);
                 Flow::Continue
             }
-            Request::StartTls => self.error(reply::NO_TLS),
-            Request::Auth { .. } => self.error(reply::NO_AUTH),
+            Request::StartTls => self.starttls(),
+            Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response).await,
             Request::Expn { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
@@ -288,11 +350,92 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    fn starttls(&mut self) -> Flow {
+        if self.ctx.tls.is_none() {
+            return self.error(reply::NO_TLS);
+        }
+        if self.secure {
+            return self.error(reply::ALREADY_TLS);
+        }
+        if matches!(self.phase, Phase::Fresh) {
+            return self.error(reply::GREET_FIRST);
+        }
+        self.reply(reply::READY_TLS);
+        // Anything pipelined behind STARTTLS was sent in the clear and could be an
+        // attacker's (CVE-2011-0411): it is dropped, never run inside TLS.
+        self.input.clear();
+        Flow::StartTls
+    }
+
+    async fn auth(&mut self, mechanism: u64, initial: String) -> Flow {
+        if self.listener != Listener::Submission {
+            return self.error(reply::NO_AUTH);
+        }
+        if !self.secure {
+            return self.error(reply::ENCRYPTION_REQUIRED);
+        }
+        if self.login.is_some() || !matches!(self.phase, Phase::Greeted) {
+            return self.error(reply::BAD_SEQUENCE_AUTH);
+        }
+        let credentials = match mechanism {
+            smtp_proto::AUTH_PLAIN => {
+                let response = if initial.is_empty() { self.challenge("").await } else { Some(initial) };
+                response.and_then(|r| decode_plain(&r))
+            }
+            smtp_proto::AUTH_LOGIN => {
+                let user = if initial.is_empty() { self.challenge("VXNlcm5hbWU6").await } else { Some(initial) };
+                let user = user.and_then(|u| decode_b64(&u));
+                match user {
+                    Some(u) => self.challenge("UGFzc3dvcmQ6").await.and_then(|p| decode_b64(&p)).map(|p| (u, p)),
+                    None => None,
+                }
+            }
+            _ => return self.error(reply::AUTH_MECHANISM),
+        };
+        let Some((user, password)) = credentials else { return self.error(reply::AUTH_CANCELLED) };
+        match crate::store::credentials::verify(&self.ctx.db, &user, &password).await {
+            Ok(Some(store)) => {
+                tracing::info!(store = %store, "submission login");
+                self.login = Some(store);
+                self.reply(reply::AUTH_OK);
+                Flow::Continue
+            }
+            Ok(None) => {
+                metrics::counter!("maskrelay_auth_failures_total").increment(1);
+                self.error(reply::AUTH_FAILED)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "credential lookup failed");
+                self.error(reply::AUTH_TEMPFAIL_STORAGE)
+            }
+        }
+    }
+
+    /// Sends a 334 challenge and reads the client's one-line answer; None if cancelled
+    /// ("*", RFC 4954 4) or the client left.
+    async fn challenge(&mut self, text: &'static str) -> Option<String> {
+        self.reply(Reply::new(334, text));
+        loop {
+            if let Some(lf) = self.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.input.drain(..=lf).collect();
+                let line = String::from_utf8(line).ok()?;
+                let line = line.trim_end_matches(['\r', '\n']);
+                return (line != "*").then(|| line.to_owned());
+            }
+            if self.input.len() > 4096 || !self.fill().await.ok()? {
+                return None;
+            }
+        }
+    }
+
     fn mail(&mut self, address: &str, size: usize) -> Flow {
         match &self.phase {
             Phase::Fresh => return self.error(reply::GREET_FIRST),
             Phase::Mail(_) | Phase::Rcpt(_) => return self.error(reply::NESTED_MAIL),
             Phase::Greeted => {}
+        }
+        if self.listener == Listener::Submission && self.login.is_none() {
+            return self.error(reply::AUTH_REQUIRED);
         }
         if size > self.ctx.config.smtp.max_message_bytes {
             return self.error(reply::TOO_BIG);
@@ -305,7 +448,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(_) => return self.error(reply::BAD_SENDER),
             }
         };
-        self.phase = Phase::Mail(Transaction { sender, recipients: Vec::new() });
+        self.phase = Phase::Mail(Transaction { sender, recipients: Vec::new(), login: self.login.clone() });
         self.reply(reply::SENDER_OK);
         Flow::Continue
     }
@@ -353,6 +496,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let recipient = Recipient { thread, side, store };
         if tx.recipients.iter().any(|r| r.alias() == recipient.alias()) {
             // The same alias twice gets one copy.
+            return (reply::RECIPIENT_OK, tx);
+        }
+        if let Some(login) = &tx.login {
+            // A logged-in store writes only to its own shoppers.
+            if side != Side::Shopper || recipient.store.id != *login {
+                return (reply::NOT_YOUR_SHOPPER, tx);
+            }
+            tx.recipients.push(recipient);
             return (reply::RECIPIENT_OK, tx);
         }
         match ctx.auth.at_rcpt(tx.sender.as_ref(), side, &recipient.thread, &recipient.store) {
@@ -405,6 +556,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let message = normalize_line_endings(message);
         Ok(transaction::accept(&self.ctx, &tx, &message, self.peer.ip(), &self.helo).await)
     }
+}
+
+/// SASL PLAIN (RFC 4616): `authzid NUL authcid NUL password`, base64.
+fn decode_plain(b64: &str) -> Option<(String, String)> {
+    let raw = decode_b64(b64)?;
+    let mut parts = raw.split('\0');
+    let (_authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((user.to_owned(), password.to_owned()))
+}
+
+fn decode_b64(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// Bare CR and bare LF become CRLF, as Postfix's `smtpd_forbid_bare_newline = normalize`

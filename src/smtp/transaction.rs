@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::reply::{self, Reply};
-use crate::address::{Mailbox, Side};
+use crate::address::{Mailbox, Side, StoreId};
 use crate::auth::dmarc::Origin;
 use crate::auth::{Decision, DmarcOutcome, Refusal};
 use crate::queue::{self, IdMapping, Outgoing};
@@ -41,6 +41,8 @@ impl Recipient {
 pub struct Transaction {
     pub sender: Option<Mailbox>,
     pub recipients: Vec<Recipient>,
+    /// The store logged in on the submission listener: the login authorizes the message.
+    pub login: Option<StoreId>,
 }
 
 /// Records an attempt by someone who is not the thread's party.
@@ -80,14 +82,20 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
         .and_then(|a| a.first())
         .and_then(|a| a.address.as_deref())
         .and_then(|a| Mailbox::parse(a).ok());
-    let dmarc = match &ctx.dmarc {
-        Some(v) => v.verify(raw, &Origin { ip: peer, helo, mail_from: tx.sender.as_ref() }).await,
-        None => DmarcOutcome::NotChecked,
+    let dmarc = match (&tx.login, &ctx.dmarc) {
+        // Submitted mail is authorized by the login (checked at RCPT), not by DNS.
+        (Some(_), _) => DmarcOutcome::NotChecked,
+        (None, Some(v)) => v.verify(raw, &Origin { ip: peer, helo, mail_from: tx.sender.as_ref() }).await,
+        (None, None) => DmarcOutcome::NotChecked,
     };
-    let auth_results = authentication_results(ctx.config.smtp_hostname(), &dmarc);
+    let host = ctx.config.smtp_hostname();
+    let auth_results = match tx.login {
+        Some(_) => format!("{host}; auth=pass (submitted by the store's login)"),
+        None => authentication_results(host, &dmarc),
+    };
 
     let mut refused = None;
-    for rcpt in &tx.recipients {
+    for rcpt in tx.recipients.iter().filter(|_| tx.login.is_none()) {
         match ctx.auth.after_data(header_from.as_ref(), rcpt.side, &rcpt.thread, &rcpt.store, &dmarc)
         {
             Decision::Allow => {}

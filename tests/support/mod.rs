@@ -1,6 +1,6 @@
 //! Test helpers: start the real relay on loopback ports with a real database, a real SMTP
 //! sink as its next hop, and talk HTTP and SMTP to it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod dns;
 pub mod sink;
