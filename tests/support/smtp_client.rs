@@ -71,20 +71,7 @@ impl Client {
     /// DATA, the message (dot-stuffed here), the end; returns the final reply.
     pub async fn data(&mut self, message: &[u8]) -> Reply {
         self.cmd("DATA", 354).await;
-        let mut wire = Vec::with_capacity(message.len() + 16);
-        let mut at_line_start = true;
-        for &b in message {
-            if at_line_start && b == b'.' {
-                wire.push(b'.');
-            }
-            wire.push(b);
-            at_line_start = b == b'\n';
-        }
-        if !wire.ends_with(b"\r\n") {
-            wire.extend_from_slice(b"\r\n");
-        }
-        wire.extend_from_slice(b".\r\n");
-        self.send_raw(&wire).await;
+        self.send_raw(&data_wire(message)).await;
         self.read_reply().await.expect("reply to end of data")
     }
 
@@ -96,4 +83,23 @@ impl Client {
         }
         self.data(message).await
     }
+}
+
+/// What goes on the wire after 354 for `message`: dot-stuffed, CRLF-terminated, then the
+/// ending ".\r\n" (for tests that pipeline or write the data themselves).
+pub fn data_wire(message: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(message.len() + 16);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            wire.push(b'.');
+        }
+        wire.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !wire.ends_with(b"\r\n") {
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b".\r\n");
+    wire
 }
