@@ -141,6 +141,7 @@ impl Relay {
             config: config.egress.clone(),
             wake,
             node: format!("{}-{}", std::process::id(), crate::address::random_token(6)),
+            relay_domain: config.relay.domain.clone(),
         });
         tasks.spawn(workers.run(shutdown.clone()));
 

@@ -84,7 +84,7 @@ async fn suite(url: &str) {
     assert_eq!(a[0].rcpt_to, "jane@shopper.example");
 
     for m in &a {
-        queue::complete(&db, &m.id).await.unwrap();
+        queue::complete(&db, m).await.unwrap();
     }
     queue::retry_later(&db, &b[0].id, maskrelay::store::now() - 1, "451 later").await.unwrap();
     let retried = queue::lease(&db, "worker-c", 10, lease).await.unwrap();

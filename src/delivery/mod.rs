@@ -2,6 +2,7 @@
 //! (a smarthost, or direct MX delivery). Transient failures are retried with backoff;
 //! permanent ones and messages too old are given up and recorded.
 
+pub mod bounce;
 pub mod dkim;
 pub mod mx;
 pub mod smarthost;
@@ -55,6 +56,8 @@ pub struct Workers {
     /// Woken on every enqueue, so delivery starts at once instead of at the next poll.
     pub wake: Arc<Notify>,
     pub node: String,
+    /// For the notices the workers write.
+    pub relay_domain: String,
 }
 
 /// How often an idle worker looks at the queue anyway (retries come due, leases expire).
@@ -64,6 +67,19 @@ impl Workers {
     /// Runs `egress.workers` workers until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         let mut handles = Vec::new();
+        let me = self.clone();
+        let mut stop = shutdown.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = queue::prune_sent(&me.db).await {
+                    warn!(error = %e, "pruning sent-message records failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    _ = stop.wait() => return,
+                }
+            }
+        }));
         for n in 0..self.config.workers {
             let me = self.clone();
             let shutdown = shutdown.clone();
@@ -118,12 +134,12 @@ impl Workers {
             Ok(()) => {
                 metrics::counter!("maskrelay_delivered_total").increment(1);
                 info!(queue_id = %msg.id, attempts = msg.attempts + 1, "delivered");
-                queue::complete(&self.db, &msg.id).await
+                queue::complete(&self.db, &msg).await
             }
             Err(DeliveryError::Transient(e)) => {
                 let max_age = self.config.max_queue_days as i64 * 86_400;
                 if now() - msg.created_at >= max_age {
-                    self.give_up(&msg, &format!("expired in queue: {e}")).await
+                    self.give_up(&msg, &format!("expired in queue: {e}"), None).await
                 } else {
                     let delay = queue::backoff(
                         msg.attempts,
@@ -137,7 +153,10 @@ impl Workers {
                     queue::retry_later(&self.db, &msg.id, now() + delay.as_secs() as i64, &e).await
                 }
             }
-            Err(DeliveryError::Permanent(e)) => self.give_up(&msg, &e).await,
+            Err(DeliveryError::Permanent(e)) => {
+                let status = enhanced_status(&e);
+                self.give_up(&msg, &e, status.as_deref()).await
+            }
         };
         if let Err(e) = outcome {
             // The lease runs out and the message is tried again: at worst sent twice,
@@ -146,10 +165,19 @@ impl Workers {
         }
     }
 
-    async fn give_up(&self, msg: &Leased, reason: &str) -> Result<(), crate::store::StoreError> {
+    async fn give_up(&self, msg: &Leased, reason: &str, status: Option<&str>) -> Result<(), crate::store::StoreError> {
         metrics::counter!("maskrelay_delivery_failed_total").increment(1);
         warn!(queue_id = %msg.id, "delivery failed for good");
         let thread = crate::store::threads::get(&self.db, &msg.thread_id).await.ok();
+        // Tell the sender, unless this was itself a notice (null sender): no loops.
+        if !msg.mail_from.is_empty()
+            && let Some(t) = &thread
+            && let Ok(store) = crate::store::stores::get_any(&self.db, &t.store_id).await
+            && let Some(notice) = bounce::notice(t, &store, msg.direction, status, &self.relay_domain)
+        {
+            queue::enqueue(&self.db, &self.relay_domain, &[notice], &[]).await?;
+            self.wake.notify_waiters();
+        }
         events::record(
             &self.db,
             &NewEvent {
@@ -166,7 +194,7 @@ impl Workers {
             },
         )
         .await?;
-        queue::complete(&self.db, &msg.id).await
+        queue::complete(&self.db, msg).await
     }
 }
 
@@ -178,4 +206,16 @@ pub fn redact_reply(reply: &str, rcpt: &str) -> String {
         return reply.chars().take(300).collect();
     }
     crate::rewrite::headers::replace_all(reply, &[needle], "<recipient>").chars().take(300).collect()
+}
+
+/// The RFC 3463 code in a remote reply ("550 5.1.1 …" → "5.1.1"), or the basic code.
+fn enhanced_status(reply: &str) -> Option<String> {
+    let words: Vec<&str> = reply.split(|c: char| c.is_whitespace() || c == ':' || c == '(' || c == ')').collect();
+    let enhanced = words.iter().find(|w| {
+        let parts: Vec<&str> = w.split('.').collect();
+        parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    });
+    enhanced
+        .map(|s| s.to_string())
+        .or_else(|| words.iter().find(|w| w.len() == 3 && w.starts_with('5') && w.chars().all(|c| c.is_ascii_digit())).map(|s| s.to_string()))
 }

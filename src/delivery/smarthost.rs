@@ -75,6 +75,8 @@ fn lettre_envelope(envelope: &Envelope) -> Result<lettre::address::Envelope, Del
         s.parse::<lettre::Address>()
             .map_err(|_| DeliveryError::Permanent("invalid envelope address".into()))
     };
-    lettre::address::Envelope::new(Some(parse(&envelope.mail_from)?), vec![parse(&envelope.rcpt_to)?])
+    // An empty reverse-path is the null sender `<>` of notices.
+    let from = if envelope.mail_from.is_empty() { None } else { Some(parse(&envelope.mail_from)?) };
+    lettre::address::Envelope::new(from, vec![parse(&envelope.rcpt_to)?])
         .map_err(|e| DeliveryError::Permanent(e.to_string()))
 }

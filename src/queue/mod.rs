@@ -18,6 +18,9 @@ pub struct Outgoing {
     pub direction: Side,
     pub rcpt_to: Mailbox,
     pub message: Vec<u8>,
+    /// Sent with the null reverse-path `<>` (RFC 5321 4.5.5): the relay's own delivery
+    /// notices, which must never cause a bounce themselves.
+    pub null_sender: bool,
 }
 
 /// A Message-ID mapping to remember with the messages that introduce it.
@@ -33,6 +36,8 @@ pub struct IdMapping {
 pub struct Leased {
     pub id: String,
     pub thread_id: String,
+    /// Where it is going.
+    pub direction: Side,
     pub mail_from: String,
     pub rcpt_to: String,
     pub message: Vec<u8>,
@@ -49,6 +54,14 @@ fn direction_str(side: Side) -> &'static str {
     match side {
         Side::Shopper => "to_shopper",
         Side::Store => "to_store",
+    }
+}
+
+fn parse_direction(s: &str) -> Result<Side, StoreError> {
+    match s {
+        "to_shopper" => Ok(Side::Shopper),
+        "to_store" => Ok(Side::Store),
+        other => Err(StoreError::Corrupt(format!("queue direction {other:?}"))),
     }
 }
 
@@ -72,7 +85,7 @@ pub async fn enqueue(
         .bind(&id)
         .bind(&item.thread_id)
         .bind(direction_str(item.direction))
-        .bind(bounce_address(&id, relay_domain))
+        .bind(if item.null_sender { String::new() } else { bounce_address(&id, relay_domain) })
         .bind(item.rcpt_to.expose())
         .bind(item.message.as_slice())
         .bind(t)
@@ -99,18 +112,19 @@ pub async fn enqueue(
 const LEASE_SQLITE: &str = "UPDATE queue SET locked_until = $1, locked_by = $2 WHERE id IN \
      (SELECT id FROM queue WHERE next_attempt_at <= $3 AND locked_until <= $3 \
       ORDER BY next_attempt_at LIMIT $4) \
-     RETURNING id, thread_id, mail_from, rcpt_to, message, attempts, created_at";
+     RETURNING id, thread_id, direction, mail_from, rcpt_to, message, attempts, created_at";
 
 // SKIP LOCKED: two relays on one database never take the same row, and neither waits.
 const LEASE_POSTGRES: &str = "UPDATE queue SET locked_until = $1, locked_by = $2 WHERE id IN \
      (SELECT id FROM queue WHERE next_attempt_at <= $3 AND locked_until <= $3 \
       ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-     RETURNING id, thread_id, mail_from, rcpt_to, message, attempts, created_at";
+     RETURNING id, thread_id, direction, mail_from, rcpt_to, message, attempts, created_at";
 
 fn leased_from_row(r: &AnyRow) -> Result<Leased, StoreError> {
     Ok(Leased {
         id: r.try_get("id")?,
         thread_id: r.try_get("thread_id")?,
+        direction: parse_direction(&r.try_get::<String, _>("direction")?)?,
         mail_from: r.try_get("mail_from")?,
         rcpt_to: r.try_get("rcpt_to")?,
         message: r.try_get("message")?,
@@ -143,10 +157,51 @@ pub async fn lease(
     rows.iter().map(leased_from_row).collect()
 }
 
-/// Delivered: the message leaves the queue with its body and recipient.
-pub async fn complete(db: &Db, id: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM queue WHERE id = $1").bind(id).execute(&db.pool).await?;
+/// Done (delivered or given up): the message leaves the queue with its body and
+/// recipient. What stays is its id, thread and direction, so a late bounce to its VERP
+/// address can still be tied to the thread; notices (null sender) cannot be bounced to.
+pub async fn complete(db: &Db, msg: &Leased) -> Result<(), StoreError> {
+    let mut tx = db.pool.begin().await?;
+    if !msg.mail_from.is_empty() {
+        sqlx::query(
+            "INSERT INTO sent_messages (queue_id, thread_id, direction, sent_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (queue_id) DO NOTHING",
+        )
+        .bind(&msg.id)
+        .bind(&msg.thread_id)
+        .bind(direction_str(msg.direction))
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query("DELETE FROM queue WHERE id = $1").bind(&msg.id).execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// How long a sent message can still be bounced to.
+const SENT_RETENTION_SECS: i64 = 30 * 86_400;
+
+/// The thread and direction of a message the relay queued or sent under `queue_id`.
+pub async fn find_sent(db: &Db, queue_id: &str) -> Result<Option<(String, Side)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT thread_id, direction FROM queue WHERE id = $1 AND mail_from <> '' \
+         UNION ALL SELECT thread_id, direction FROM sent_messages WHERE queue_id = $1 AND sent_at > $2",
+    )
+    .bind(queue_id)
+    .bind(now() - SENT_RETENTION_SECS)
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|r| Ok((r.try_get("thread_id")?, parse_direction(&r.try_get::<String, _>("direction")?)?))).transpose()
+}
+
+/// Forgets sent-message records older than the bounce window.
+pub async fn prune_sent(db: &Db) -> Result<u64, StoreError> {
+    let res = sqlx::query("DELETE FROM sent_messages WHERE sent_at <= $1")
+        .bind(now() - SENT_RETENTION_SECS)
+        .execute(&db.pool)
+        .await?;
+    Ok(res.rows_affected())
 }
 
 /// A transient failure: try again at `next_attempt_at`.

@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::Context;
 use super::reply::{self, Reply};
-use super::transaction::{self, Recipient, Transaction};
+use super::transaction::{self, BounceTarget, Recipient, Transaction};
 use super::Listener;
 use crate::address::{Mailbox, Side, StoreId};
 use crate::auth::Decision;
@@ -448,7 +448,12 @@ impl Session {
                 Err(_) => return self.error(reply::BAD_SENDER),
             }
         };
-        self.phase = Phase::Mail(Transaction { sender, recipients: Vec::new(), login: self.login.clone() });
+        self.phase = Phase::Mail(Transaction {
+            sender,
+            recipients: Vec::new(),
+            login: self.login.clone(),
+            bounces: Vec::new(),
+        });
         self.reply(reply::SENDER_OK);
         Flow::Continue
     }
@@ -463,7 +468,7 @@ impl Session {
             }
         };
         let (reply, tx) = self.check_recipient(address, tx).await;
-        self.phase = if tx.recipients.is_empty() { Phase::Mail(tx) } else { Phase::Rcpt(tx) };
+        self.phase = if tx.has_recipients() { Phase::Rcpt(tx) } else { Phase::Mail(tx) };
         if reply.is_positive() {
             self.reply(reply);
             Flow::Continue
@@ -481,6 +486,9 @@ impl Session {
         if rcpt.domain() != ctx.config.relay.domain {
             metrics::counter!("maskrelay_relay_denied_total").increment(1);
             return (reply::NOT_RELAY_DOMAIN, tx);
+        }
+        if let Some(queue_id) = crate::delivery::bounce::queue_id_of(rcpt.local()) {
+            return self.bounce_recipient(queue_id, tx).await;
         }
         let found = match threads::find_by_alias(&ctx.db, rcpt.local()).await {
             Ok(f) => f,
@@ -516,6 +524,31 @@ impl Session {
                 (reply::SENDER_NOT_ALLOWED, tx)
             }
             Decision::TryLater(_) => (reply::AUTH_TEMPFAIL, tx),
+        }
+    }
+
+    /// RCPT to a VERP bounce address: accepted only for a message the relay sent
+    /// recently, so the address cannot be used to reach anyone.
+    async fn bounce_recipient(&self, queue_id: &str, mut tx: Transaction) -> (Reply, Transaction) {
+        let db = &self.ctx.db;
+        let target = async {
+            let Some((thread_id, direction)) = crate::queue::find_sent(db, queue_id).await? else { return Ok(None) };
+            let thread = threads::get(db, &thread_id).await?;
+            let store = crate::store::stores::get_any(db, &thread.store_id).await?;
+            Ok::<_, crate::store::StoreError>(Some(BounceTarget { queue_id: queue_id.to_owned(), thread, store, direction }))
+        };
+        match target.await {
+            Ok(Some(t)) => {
+                if !tx.bounces.iter().any(|b| b.queue_id == t.queue_id) {
+                    tx.bounces.push(t);
+                }
+                (reply::RECIPIENT_OK, tx)
+            }
+            Ok(None) | Err(crate::store::StoreError::NotFound) => (reply::NO_SUCH_ALIAS, tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "bounce lookup failed");
+                (reply::STORAGE_UNAVAILABLE, tx)
+            }
         }
     }
 

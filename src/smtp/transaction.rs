@@ -43,6 +43,58 @@ pub struct Transaction {
     pub recipients: Vec<Recipient>,
     /// The store logged in on the submission listener: the login authorizes the message.
     pub login: Option<StoreId>,
+    /// VERP bounce addresses among the recipients: the messages they stand for.
+    pub bounces: Vec<BounceTarget>,
+}
+
+/// A message the relay sent, named by the VERP address a bounce came back to.
+#[derive(Debug, Clone)]
+pub struct BounceTarget {
+    pub queue_id: String,
+    pub thread: Thread,
+    pub store: Store,
+    /// Where the bounced message was going.
+    pub direction: Side,
+}
+
+impl Transaction {
+    pub fn has_recipients(&self) -> bool {
+        !self.recipients.is_empty() || !self.bounces.is_empty()
+    }
+}
+
+/// Records each bounce and writes the notices for the permanent ones. The DSN itself goes
+/// no further: it names the real recipient.
+async fn bounces(ctx: &Context, tx: &Transaction, raw: &[u8]) -> Vec<Outgoing> {
+    if tx.bounces.is_empty() {
+        return Vec::new();
+    }
+    let report = crate::delivery::bounce::parse_dsn(raw);
+    let mut notices = Vec::new();
+    for b in &tx.bounces {
+        metrics::counter!("maskrelay_bounces_total").increment(1);
+        info!(queue_id = %b.queue_id, thread = %b.thread.id, permanent = report.permanent, "bounce received");
+        let event = NewEvent {
+            kind: EventKind::Bounce,
+            store_id: Some(b.store.id.as_str()),
+            thread_id: Some(&b.thread.id),
+            alias: None,
+            detail: serde_json::json!({"queue_id": b.queue_id, "status": report.status, "permanent": report.permanent, "direction": b.direction}),
+        };
+        if let Err(e) = events::record(&ctx.db, &event).await {
+            warn!(error = %e, "could not record bounce");
+        }
+        if report.permanent {
+            notices.extend(crate::delivery::bounce::notice(
+                &b.thread,
+                &b.store,
+                b.direction,
+                report.status.as_deref(),
+                &ctx.config.relay.domain,
+            ));
+        }
+    }
+    notices
 }
 
 /// Records an attempt by someone who is not the thread's party.
@@ -76,6 +128,19 @@ pub async fn record_refusal(
 
 /// Everything after the end of DATA. Returns the reply to the DATA command.
 pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, helo: &str) -> Reply {
+    let notices = bounces(ctx, tx, raw).await;
+    if tx.recipients.is_empty() {
+        return match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &notices, &[]).await {
+            Ok(_) => {
+                ctx.wake.notify_waiters();
+                Reply::new(250, "2.0.0 Bounce received")
+            }
+            Err(e) => {
+                warn!(error = %e, "enqueue of notices failed");
+                reply::STORAGE_UNAVAILABLE
+            }
+        };
+    }
     let Some(message) = rewrite::parse(raw) else { return reply::UNPARSEABLE };
     let header_from = message
         .from()
@@ -118,7 +183,7 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
         };
     }
 
-    let mut outgoing = Vec::with_capacity(tx.recipients.len());
+    let mut outgoing = notices;
     let mut mappings = Vec::new();
     for rcpt in &tx.recipients {
         let known = match message_ids::for_thread(&ctx.db, &rcpt.thread.id).await {
@@ -153,6 +218,7 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
             direction: rcpt.side,
             rcpt_to,
             message: bytes,
+            null_sender: false,
         });
     }
     match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &outgoing, &mappings).await {

@@ -14,6 +14,8 @@ pub enum EventKind {
     UnauthorizedSender,
     /// The next hop refused a message for good, or it aged out of the queue.
     DeliveryFailed,
+    /// A bounce (DSN) came back to a VERP address.
+    Bounce,
     ThreadRevoked,
     ShopperErased,
     StoreDeleted,
@@ -24,6 +26,7 @@ impl EventKind {
         match self {
             Self::UnauthorizedSender => "unauthorized_sender",
             Self::DeliveryFailed => "delivery_failed",
+            Self::Bounce => "bounce",
             Self::ThreadRevoked => "thread_revoked",
             Self::ShopperErased => "shopper_erased",
             Self::StoreDeleted => "store_deleted",
@@ -33,6 +36,7 @@ impl EventKind {
         [
             Self::UnauthorizedSender,
             Self::DeliveryFailed,
+            Self::Bounce,
             Self::ThreadRevoked,
             Self::ShopperErased,
             Self::StoreDeleted,

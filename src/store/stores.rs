@@ -101,6 +101,16 @@ pub async fn get(db: &Db, id: &StoreId) -> Result<Store, StoreError> {
     from_row(&row)
 }
 
+/// A store, deleted or not (a notice about an old thread still needs its name).
+pub async fn get_any(db: &Db, id: &StoreId) -> Result<Store, StoreError> {
+    let row = sqlx::query("SELECT id, name, contact, senders, created_at FROM stores WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    from_row(&row)
+}
+
 /// All live stores, by id.
 pub async fn list(db: &Db) -> Result<Vec<Store>, StoreError> {
     let rows = sqlx::query(

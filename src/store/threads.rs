@@ -258,6 +258,7 @@ pub async fn erase_shopper(db: &Db, shopper: &Mailbox) -> Result<u64, StoreError
     for sql in [
         "DELETE FROM queue WHERE thread_id IN (SELECT id FROM threads WHERE shopper_key = $1)",
         "DELETE FROM message_ids WHERE thread_id IN (SELECT id FROM threads WHERE shopper_key = $1)",
+        "DELETE FROM sent_messages WHERE thread_id IN (SELECT id FROM threads WHERE shopper_key = $1)",
     ] {
         sqlx::query(sql).bind(&key).execute(&mut *tx).await?;
     }
