@@ -156,7 +156,8 @@ pub struct Egress {
     /// First retry delay; each further attempt doubles it up to `retry_max_secs`.
     pub retry_base_secs: u64,
     pub retry_max_secs: u64,
-    pub max_queue_days: u64,
+    /// Days a message may wait before it is given up (fractions allowed: 0.5 = 12 h).
+    pub max_queue_days: f64,
     /// Seconds a worker may hold a message before another may take it over.
     pub lease_secs: u64,
     /// Port of MX hosts (25 on the internet; tests point it at a loopback sink).
@@ -173,7 +174,7 @@ impl Default for Egress {
             workers: 4,
             retry_base_secs: 60,
             retry_max_secs: 4 * 3600,
-            max_queue_days: 5,
+            max_queue_days: 5.0,
             lease_secs: 300,
             mx_port: 25,
         }
@@ -278,6 +279,9 @@ impl Config {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
+        if !(self.egress.max_queue_days >= 0.0 && self.egress.max_queue_days.is_finite()) {
+            return Err(invalid("egress.max_queue_days", "must be a number of days, 0 or more"));
+        }
         if self.egress.mode == EgressMode::Smarthost && self.egress.smarthost.is_empty() {
             return Err(invalid("egress.smarthost", "required when egress.mode = \"smarthost\""));
         }
@@ -349,7 +353,7 @@ mod tests {
         assert_eq!(c.relay.domain, "relay.localhost");
         assert_eq!(c.auth.mode, AuthMode::Dmarc);
         assert_eq!(c.egress.mode, EgressMode::Mx);
-        assert_eq!(c.egress.max_queue_days, 5);
+        assert_eq!(c.egress.max_queue_days, 5.0);
     }
 
     #[test]

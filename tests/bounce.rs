@@ -49,9 +49,10 @@ async fn permanent_refusal_sends_the_store_a_clean_notice() {
 async fn give_up_after_max_queue_days_sends_a_notice() {
     let (url, _dir) = sqlite_url();
     let sink = Sink::start().await;
-    sink.script(&["451 4.2.0 mailbox busy"]);
+    sink.script(&["451 4.2.0 mailbox busy", "451 4.2.0 mailbox busy", "451 4.2.0 mailbox busy"]);
     let mut config = test_config(&url, sink.addr);
-    config.egress.max_queue_days = 0;
+    // Three seconds in the queue, retries after 1 s and 2 s: tried, retried, given up.
+    config.egress.max_queue_days = 3.0 / 86_400.0;
     let relay = TestRelay::start(config).await;
     relay.acme().await;
     send_one(&relay).await;
@@ -61,6 +62,8 @@ async fn give_up_after_max_queue_days_sends_a_notice() {
     assert_notice_is_clean(&got[0]);
     let (_, events) = relay.api("GET", "/v1/events?kind=delivery_failed", None).await;
     assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
+    let attempts = events[0]["detail"]["attempts"].as_i64().unwrap();
+    assert!(attempts >= 2, "retried before giving up: {attempts} attempts");
     relay.stop().await;
 }
 

@@ -137,7 +137,7 @@ impl Workers {
                 queue::complete(&self.db, &msg).await
             }
             Err(DeliveryError::Transient(e)) => {
-                let max_age = self.config.max_queue_days as i64 * 86_400;
+                let max_age = (self.config.max_queue_days * 86_400.0) as i64;
                 if now() - msg.created_at >= max_age {
                     self.give_up(&msg, &format!("expired in queue: {e}"), None).await
                 } else {
