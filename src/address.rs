@@ -94,6 +94,12 @@ impl Mailbox {
         format!("{}@{}", self.local, self.domain)
     }
     /// A form safe for logs: first letter of the local part and the domain.
+    ///
+    /// ```
+    /// let m = maskrelay::address::Mailbox::parse("Jane.Doe@Example.com").unwrap();
+    /// assert_eq!(m.redacted(), "J***@example.com");
+    /// assert_eq!(format!("{m}"), "J***@example.com"); // Display never prints it in full
+    /// ```
     pub fn redacted(&self) -> String {
         let first = self.local.chars().next().unwrap_or('?');
         format!("{first}***@{}", self.domain)
