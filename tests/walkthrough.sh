@@ -53,4 +53,9 @@ with smtplib.SMTP("127.0.0.1", 2525) as s:
 PY
 leaks=$(curl -sf http://127.0.0.1:8080/v1/stores/acme/leaks "${auth[@]}")
 grep -q '"leaked_aliases":1' <<<"$leaks" || fail "leak not counted: $leaks"
+# Logs at info level never carry a real address (store or shopper).
+if grep -Ei "jane@example.com|orders@acme.example|support@acme.example|spam@outsider.example" "$work/relay.log"; then
+  fail "a real address reached the relay's log"
+fi
+grep -q "message queued" "$work/relay.log" || fail "expected info logs to check"
 echo "walkthrough: 1 passed, 0 failed"
