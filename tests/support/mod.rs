@@ -157,6 +157,20 @@ impl TestRelay {
         v
     }
 
+    /// Polls `GET /v1/events?kind=KIND` until it lists `n` events; returns them.
+    pub async fn wait_for_events(&self, kind: &str, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (_, e) = self.api("GET", &format!("/v1/events?kind={kind}"), None).await;
+            let list = e.as_array().cloned().unwrap_or_default();
+            if list.len() >= n {
+                return list;
+            }
+            assert!(std::time::Instant::now() < deadline, "expected {n} {kind} events, have {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.relay.shutdown().await;
     }
