@@ -606,3 +606,28 @@ async fn revoked_thread_aliases_are_unknown() {
     assert_nothing_delivered(&sink, "a revoked thread").await;
     relay.stop().await;
 }
+
+/// A thread past its `expires_at` refuses mail like an unknown alias, without any sweeper
+/// having run, and the API shows it as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_thread_aliases_refuse_mail() {
+    let (url, _dir) = sqlite_url();
+    let sink = Sink::start().await;
+    let relay = TestRelay::start(test_config(&url, sink.addr)).await;
+    relay.acme().await;
+    let thread = relay.thread("old-order").await;
+    let id = thread["id"].as_str().unwrap();
+    sqlx::query("UPDATE threads SET expires_at = $1 WHERE id = $2")
+        .bind(maskrelay::store::now() - 1)
+        .bind(id)
+        .execute(&relay.relay.db.pool)
+        .await
+        .unwrap();
+    let (_, shown) = relay.api("GET", &format!("/v1/threads/{id}"), None).await;
+    assert_eq!(shown["status"], "expired");
+    let mut c = Client::ready(relay.smtp()).await;
+    c.cmd("MAIL FROM:<orders@acme.example>", 250).await;
+    let r = c.cmd(&format!("RCPT TO:<{}>", thread["shopper_alias"].as_str().unwrap()), 550).await;
+    assert!(r.text.contains("5.1.1"), "{}", r.text);
+    relay.stop().await;
+}
