@@ -70,12 +70,14 @@ pub fn test_config(db_url: &str, sink: std::net::SocketAddr) -> Config {
     c.egress.retry_max_secs = 2;
     c.egress.workers = 2;
     c.database.url = db_url.into();
-    // Each relay signs with its own key, generated on first start.
-    c.dkim.private_key_path = std::env::temp_dir()
-        .join(format!(
-            "maskrelay-test-{}.pem",
-            maskrelay::address::random_token(12)
-        ))
+    // Each relay signs with its own key, generated on first start beside its SQLite file
+    // (so the test's temporary directory takes it away).
+    let key_dir = db_url
+        .strip_prefix("sqlite://")
+        .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
+        .unwrap_or_else(std::env::temp_dir);
+    c.dkim.private_key_path = key_dir
+        .join(format!("dkim-{}.pem", maskrelay::address::random_token(12)))
         .display()
         .to_string();
     c
