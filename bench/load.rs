@@ -90,11 +90,7 @@ enum Outcome {
     /// 250 after the end of data, with the accept latency.
     Accepted(Duration),
     /// A reply other than the expected one at some stage.
-    Rejected {
-        stage: &'static str,
-        code: u16,
-        text: String,
-    },
+    Rejected { stage: &'static str, code: u16, text: String },
     /// The connection failed (connect, read, write or timeout).
     Failed(String),
 }
@@ -118,10 +114,7 @@ impl Conn {
             .context("connect")?;
         stream.set_nodelay(true)?;
         let (r, w) = stream.into_split();
-        let mut c = Self {
-            r: BufReader::new(r),
-            w,
-        };
+        let mut c = Self { r: BufReader::new(r), w };
         let (code, text) = c.reply().await?;
         if code != 220 {
             bail!("greeting: {code} {}", text.trim_end());
@@ -143,10 +136,7 @@ impl Conn {
                 .context("no reply within 60 s")?
                 .context("read")?;
             if n == 0 {
-                bail!(
-                    "connection closed by the relay (after {:?})",
-                    text.trim_end()
-                );
+                bail!("connection closed by the relay (after {:?})", text.trim_end());
             }
             text.push_str(&line);
             let b = line.as_bytes();
@@ -160,10 +150,7 @@ impl Conn {
     }
 
     async fn cmd(&mut self, line: &str) -> Result<Reply> {
-        self.w
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .context("write")?;
+        self.w.write_all(format!("{line}\r\n").as_bytes()).await.context("write")?;
         self.reply().await
     }
 
@@ -182,11 +169,7 @@ impl Conn {
                     // Back to a clean state for the next message.
                     self.cmd("RSET").await?;
                 }
-                return Ok(Outcome::Rejected {
-                    stage,
-                    code,
-                    text: text.trim_end().to_owned(),
-                });
+                return Ok(Outcome::Rejected { stage, code, text: text.trim_end().to_owned() });
             }
         }
         self.w.write_all(wire).await.context("write data")?;
@@ -194,11 +177,7 @@ impl Conn {
         Ok(if code == 250 {
             Outcome::Accepted(started.elapsed())
         } else {
-            Outcome::Rejected {
-                stage: "end of data",
-                code,
-                text: text.trim_end().to_owned(),
-            }
+            Outcome::Rejected { stage: "end of data", code, text: text.trim_end().to_owned() }
         })
     }
 }
@@ -251,11 +230,7 @@ fn wire(run: &str, seq: usize, to: &str, body: &str) -> (Vec<u8>, usize) {
 
 /// The sequence number from a delivered Subject of this run.
 fn seq_of(subject: &str, run: &str) -> Option<usize> {
-    subject
-        .strip_prefix(&format!("bench {run} message "))?
-        .trim()
-        .parse()
-        .ok()
+    subject.strip_prefix(&format!("bench {run} message "))?.trim().parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -410,26 +385,15 @@ async fn run(args: Args) -> Result<i32> {
             if let Ok(n) = std::env::var("BENCH_DB_CONNECTIONS") {
                 c.database.max_connections = n.parse().context("BENCH_DB_CONNECTIONS")?;
             }
-            let dir = &tmp
-                .as_ref()
-                .expect("in-process has a temporary directory")
-                .0;
+            let dir = &tmp.as_ref().expect("in-process has a temporary directory").0;
             c.dkim.private_key_path = dir.join("dkim.pem").display().to_string();
             let workers = c.egress.workers;
             let relay = Relay::start(c).await.context("relay start")?;
             let (db, smtp) = (relay.db.clone(), relay.smtp_addr);
-            (
-                Some(relay),
-                db,
-                smtp,
-                "relay.bench".to_owned(),
-                Some(workers),
-            )
+            (Some(relay), db, smtp, "relay.bench".to_owned(), Some(workers))
         }
         Some(addr) => {
-            let db = Db::connect(&url, 2)
-                .await
-                .context("connect to the relay's database")?;
+            let db = Db::connect(&url, 2).await.context("connect to the relay's database")?;
             (None, db, addr, args.domain.clone(), None)
         }
     };
@@ -441,11 +405,7 @@ async fn run(args: Args) -> Result<i32> {
         "[maskrelay-load] {n} messages of {message_bytes} bytes over {} sessions to {smtp} \
          ({}); sink {}",
         args.concurrency,
-        if relay.is_some() {
-            "in-process relay"
-        } else {
-            "external relay"
-        },
+        if relay.is_some() { "in-process relay" } else { "external relay" },
         sink.addr
     );
 
@@ -457,13 +417,8 @@ async fn run(args: Args) -> Result<i32> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
-        let (next, done, alias, run_id, body) = (
-            next.clone(),
-            done.clone(),
-            alias.clone(),
-            run_id.clone(),
-            body.clone(),
-        );
+        let (next, done, alias, run_id, body) =
+            (next.clone(), done.clone(), alias.clone(), run_id.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut results: Vec<(usize, Outcome)> = Vec::new();
             let mut reopened: Vec<(usize, String)> = Vec::new();
@@ -488,12 +443,7 @@ async fn run(args: Args) -> Result<i32> {
                         conn = None;
                         Outcome::Failed(format!("{e:#}"))
                     });
-                    if let Outcome::Rejected {
-                        stage,
-                        code: 421,
-                        text,
-                    } = &o
-                    {
+                    if let Outcome::Rejected { stage, code: 421, text } = &o {
                         conn = None;
                         // Closed before the transaction began (e.g. smtp.max_commands):
                         // nothing was accepted, so a sending MTA reconnects and sends the
@@ -541,10 +491,9 @@ async fn run(args: Args) -> Result<i32> {
                 latencies.push(*d);
                 by_seq_latency[seq] = Some(*d);
             }
-            Outcome::Rejected { stage, code, text } => rejected
-                .entry(format!("{stage}: {code} {text}"))
-                .or_default()
-                .push(seq),
+            Outcome::Rejected { stage, code, text } => {
+                rejected.entry(format!("{stage}: {code} {text}")).or_default().push(seq)
+            }
             Outcome::Failed(e) => failed.entry(e.clone()).or_default().push(seq),
         }
     }
@@ -590,28 +539,16 @@ async fn run(args: Args) -> Result<i32> {
             }
         }
     }
-    let lost: Vec<usize> = accepted_seqs
-        .iter()
-        .copied()
-        .filter(|&s| count[s] == 0)
-        .collect();
+    let lost: Vec<usize> = accepted_seqs.iter().copied().filter(|&s| count[s] == 0).collect();
     let duplicated: Vec<usize> = (0..n).filter(|&s| count[s] > 1).collect();
-    let unexpected: Vec<usize> = (0..n)
-        .filter(|&s| count[s] > 0 && by_seq_latency[s].is_none())
-        .collect();
+    let unexpected: Vec<usize> = (0..n).filter(|&s| count[s] > 0 && by_seq_latency[s].is_none()).collect();
 
     // The queue should drain to nothing (a delivered message is deleted right after).
-    let mut queue_left = maskrelay::queue::depth(&db)
-        .await
-        .map(|d| d.0)
-        .unwrap_or(-1);
+    let mut queue_left = maskrelay::queue::depth(&db).await.map(|d| d.0).unwrap_or(-1);
     let q_started = Instant::now();
     while queue_left > 0 && q_started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        queue_left = maskrelay::queue::depth(&db)
-            .await
-            .map(|d| d.0)
-            .unwrap_or(-1);
+        queue_left = maskrelay::queue::depth(&db).await.map(|d| d.0).unwrap_or(-1);
     }
 
     let shutdown_started = Instant::now();
@@ -632,11 +569,8 @@ async fn run(args: Args) -> Result<i32> {
     };
     let tenths: Vec<String> = (0..10)
         .map(|k| {
-            let mut slice: Vec<Duration> = by_seq_latency[k * n / 10..(k + 1) * n / 10]
-                .iter()
-                .flatten()
-                .copied()
-                .collect();
+            let mut slice: Vec<Duration> =
+                by_seq_latency[k * n / 10..(k + 1) * n / 10].iter().flatten().copied().collect();
             slice.sort();
             format!("{:.1}", pct(&slice, 50.0))
         })
@@ -664,18 +598,10 @@ async fn run(args: Args) -> Result<i32> {
     );
     println!("accepted         {accepted} / {n}");
     for (what, seqs) in &rejected {
-        println!(
-            "  rejected       {} x {what}  (seq {})",
-            seqs.len(),
-            sample(seqs)
-        );
+        println!("  rejected       {} x {what}  (seq {})", seqs.len(), sample(seqs));
     }
     for (what, seqs) in &failed {
-        println!(
-            "  failed         {} x {what}  (seq {})",
-            seqs.len(),
-            sample(seqs)
-        );
+        println!("  failed         {} x {what}  (seq {})", seqs.len(), sample(seqs));
     }
     for (what, seqs) in &reopened {
         println!(
@@ -685,10 +611,7 @@ async fn run(args: Args) -> Result<i32> {
         );
     }
     println!("sending phase    {:.2} s", sending.as_secs_f64());
-    println!(
-        "accept rate      {:.1} msg/s",
-        accepted as f64 / sending.as_secs_f64()
-    );
+    println!("accept rate      {:.1} msg/s", accepted as f64 / sending.as_secs_f64());
     println!(
         "accept latency   p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, mean {:.1} ms",
         pct(&latencies, 50.0),
@@ -729,11 +652,7 @@ async fn run(args: Args) -> Result<i32> {
             println!("  {what}: seq {}", sample(list));
         }
     }
-    println!(
-        "sink             {} DATA received, {} kept",
-        sink_attempts,
-        delivered.len()
-    );
+    println!("sink             {} DATA received, {} kept", sink_attempts, delivered.len());
     println!("queue at end     {queue_left}");
     println!("shutdown         {:.2} s", shutdown.as_secs_f64());
 

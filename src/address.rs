@@ -70,9 +70,7 @@ impl Mailbox {
             || domain.len() > 255
             || domain.starts_with('.')
             || domain.ends_with('.')
-            || !domain
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b >= 0x80);
+            || !domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b >= 0x80);
         if bad_local || bad_domain {
             return Err(AddressError::NotAnAddress);
         }
@@ -136,9 +134,7 @@ const ALIAS_RANDOM_CHARS: usize = 20;
 /// A fresh random token from the alias alphabet.
 pub fn random_token(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALIAS_ALPHABET[rng.random_range(0..ALIAS_ALPHABET.len())] as char)
-        .collect()
+    (0..len).map(|_| ALIAS_ALPHABET[rng.random_range(0..ALIAS_ALPHABET.len())] as char).collect()
 }
 
 /// The local part of a new shopper alias.

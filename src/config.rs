@@ -244,9 +244,8 @@ impl Config {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
             let Some((section, key)) = rest.split_once('_') else { continue };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-            let entry = table
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry =
+                table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let toml::Value::Table(t) = entry else {
                 return Err(invalid(&section, "must be a table"));
             };
@@ -288,8 +287,7 @@ impl Config {
         if self.egress.mode == EgressMode::Smarthost && !self.egress.smarthost.contains(':') {
             return Err(invalid("egress.smarthost", "expected host:port"));
         }
-        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
-        {
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres")) {
             return Err(invalid("database.url", "expected sqlite://PATH or postgres://…"));
         }
         if !self.submission.listen.is_empty() && self.smtp.tls_cert_path.is_none() {
@@ -390,11 +388,9 @@ mod tests {
         assert!(e.to_string().contains("smtp.listen"), "{e}");
         let e = Config::from_toml_and_env("[smtp]\nlistn = \"x\"\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
-        let e = Config::from_toml_and_env("[smtp]\nmax_recipients = \"many\"\n", env(&[]))
-            .unwrap_err();
+        let e = Config::from_toml_and_env("[smtp]\nmax_recipients = \"many\"\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("max_recipients"), "{e}");
-        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MODE", "smarthost")]))
-            .unwrap_err();
+        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MODE", "smarthost")])).unwrap_err();
         assert!(e.to_string().contains("egress.smarthost"), "{e}");
     }
 }

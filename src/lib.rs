@@ -2,15 +2,15 @@
 //! listener → session → (authorize, rewrite) → queue → delivery.
 
 pub mod address;
+pub mod api;
+pub mod auth;
 pub mod config;
-pub mod rewrite;
-pub mod store;
 pub mod delivery;
 pub mod dns;
 pub mod queue;
-pub mod shutdown;
-pub mod auth;
-pub mod smtp;
-pub mod time;
-pub mod api;
+pub mod rewrite;
 pub mod server;
+pub mod shutdown;
+pub mod smtp;
+pub mod store;
+pub mod time;

@@ -67,11 +67,19 @@ enum StoreCmd {
         senders: Vec<String>,
     },
     List,
-    Show { id: String },
-    Delete { id: String },
-    Leaks { id: String },
+    Show {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    Leaks {
+        id: String,
+    },
     /// Issue a submission login (SMTP AUTH) for the store; prints the password once.
-    Credentials { id: String },
+    Credentials {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,13 +96,24 @@ enum ThreadCmd {
         #[arg(long)]
         ttl_days: Option<u32>,
     },
-    Show { id: String },
-    List { #[arg(long)] store: String },
-    Revoke { id: String },
+    Show {
+        id: String,
+    },
+    List {
+        #[arg(long)]
+        store: String,
+    },
+    Revoke {
+        id: String,
+    },
     /// Revoke every thread of a shopper.
-    RevokeShopper { email: String },
+    RevokeShopper {
+        email: String,
+    },
     /// Forget a shopper's address and name for good.
-    EraseShopper { email: String },
+    EraseShopper {
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,7 +170,10 @@ async fn serve(config: Config) -> Result<()> {
     let relay = Relay::start(config).await?;
     if relay.token_generated {
         // Shown once on the terminal, never logged: set api.token to keep one.
-        println!("API token (generated for this run; set api.token or MASKRELAY_API_TOKEN to keep one): {}", relay.api_token);
+        println!(
+            "API token (generated for this run; set api.token or MASKRELAY_API_TOKEN to keep one): {}",
+            relay.api_token
+        );
     }
     println!("SMTP on {}, HTTP API on {}", relay.smtp_addr, relay.api_addr);
     wait_for_signal().await;
@@ -202,7 +224,9 @@ async fn store_cmd(config: &Config, cmd: StoreCmd) -> Result<()> {
             print_json(&serde_json::json!({"deleted": id, "threads_revoked": n}))
         }
         StoreCmd::Leaks { id } => print_json(&events::leaks(&db, store_id(&id)?.as_str()).await?),
-        StoreCmd::Credentials { id } => print_json(&maskrelay::store::credentials::create(&db, &store_id(&id)?).await?),
+        StoreCmd::Credentials { id } => {
+            print_json(&maskrelay::store::credentials::create(&db, &store_id(&id)?).await?)
+        }
     }
 }
 
@@ -284,10 +308,15 @@ fn init(
     let signer = dkim::Signer::load(dkim_key, domain, &selector)?;
     let token = maskrelay::address::random_token(32);
     let key_path = std::fs::canonicalize(dkim_key).unwrap_or_else(|_| dkim_key.clone());
-    std::fs::write(out, maskrelay::config::commented_template(domain, &token, &selector, &key_path.display().to_string()))
-        .with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(
+        out,
+        maskrelay::config::commented_template(domain, &token, &selector, &key_path.display().to_string()),
+    )
+    .with_context(|| format!("writing {}", out.display()))?;
     println!("Wrote {} (it holds the API token: keep it private).\n", out.display());
-    println!("Publish these DNS records for {domain} (replace 192.0.2.10 with this host's public address):\n");
+    println!(
+        "Publish these DNS records for {domain} (replace 192.0.2.10 with this host's public address):\n"
+    );
     println!("{domain}.  IN MX  10 {domain}.");
     println!("{domain}.  IN A   192.0.2.10");
     println!("{domain}.  IN TXT \"v=spf1 a:{domain} -all\"");

@@ -63,8 +63,8 @@ fn dispatcher(config: &Config) -> Result<Arc<dyn Dispatcher>, ServeError> {
             Arc::new(Smarthost::new(&config.egress, hello).map_err(|e| ServeError::Egress(e.to_string()))?)
         }
         EgressMode::Mx => {
-            let resolver =
-                crate::dns::resolver(&config.dns.nameservers).map_err(|e| ServeError::Egress(e.to_string()))?;
+            let resolver = crate::dns::resolver(&config.dns.nameservers)
+                .map_err(|e| ServeError::Egress(e.to_string()))?;
             Arc::new(MxDelivery::new(resolver, config.egress.mx_port, hello))
         }
     })
@@ -90,7 +90,9 @@ impl Relay {
         crate::api::health::prometheus();
         let db = Db::connect(&config.database.url, config.database.max_connections).await?;
         if config.auth.mode == AuthMode::Envelope {
-            warn!("auth.mode = \"envelope\": senders are NOT authenticated; anyone can forge a store's From. For local development only.");
+            warn!(
+                "auth.mode = \"envelope\": senders are NOT authenticated; anyone can forge a store's From. For local development only."
+            );
         }
         let smtp_listener = bind("smtp.listen", &config.smtp.listen).await?;
         let api_listener = bind("api.listen", &config.api.listen).await?;
@@ -99,8 +101,16 @@ impl Relay {
             addr => Some(bind("submission.listen", addr).await?),
         };
         let submission_addr = submission_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let smtp_addr = smtp_listener.local_addr().map_err(|source| ServeError::Bind { key: "smtp.listen", addr: config.smtp.listen.clone(), source })?;
-        let api_addr = api_listener.local_addr().map_err(|source| ServeError::Bind { key: "api.listen", addr: config.api.listen.clone(), source })?;
+        let smtp_addr = smtp_listener.local_addr().map_err(|source| ServeError::Bind {
+            key: "smtp.listen",
+            addr: config.smtp.listen.clone(),
+            source,
+        })?;
+        let api_addr = api_listener.local_addr().map_err(|source| ServeError::Bind {
+            key: "api.listen",
+            addr: config.api.listen.clone(),
+            source,
+        })?;
         // Revoke links point at the address actually bound (port 0 picks one).
         config.api.public_url.get_or_insert_with(|| format!("http://{api_addr}"));
         let config = Arc::new(config);

@@ -3,9 +3,10 @@
 /// RFC 5322 3.3 date-time, e.g. `Sun, 23 Nov 2026 10:56:52 +0000`.
 pub fn rfc5322(secs: i64) -> String {
     let (y, m, d, hh, mm, ss) = parts(secs);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][secs.div_euclid(86_400).rem_euclid(7) as usize];
-    let month =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(m - 1) as usize];
+    let weekday =
+        ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][secs.div_euclid(86_400).rem_euclid(7) as usize];
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        [(m - 1) as usize];
     format!("{weekday}, {d} {month} {y} {hh:02}:{mm:02}:{ss:02} +0000")
 }
 

@@ -37,7 +37,8 @@ async fn missing_or_wrong_token_is_a_json_401() {
     // Health and metrics need no token.
     let resp = relay.http.get(format!("{}/healthz", relay.base)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let metrics = relay.http.get(format!("{}/metrics", relay.base)).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        relay.http.get(format!("{}/metrics", relay.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("maskrelay_queue_depth"), "{metrics}");
     relay.stop().await;
 }
@@ -58,10 +59,14 @@ async fn bad_json_and_bad_fields_are_json_errors() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_json");
 
-    let (s, v) = relay.api("POST", "/v1/stores", Some(json!({"id": "Bad Id!", "name": "x", "contact": "a@b.example"}))).await;
+    let (s, v) = relay
+        .api("POST", "/v1/stores", Some(json!({"id": "Bad Id!", "name": "x", "contact": "a@b.example"})))
+        .await;
     assert_eq!(s, 422, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().starts_with("id:"), "{v}");
-    let (s, v) = relay.api("POST", "/v1/stores", Some(json!({"id": "acme", "name": "x", "contact": "not-an-address"}))).await;
+    let (s, v) = relay
+        .api("POST", "/v1/stores", Some(json!({"id": "acme", "name": "x", "contact": "not-an-address"})))
+        .await;
     assert_eq!(s, 422, "{v}");
     let (s, v) = relay.api("POST", "/v1/stores", Some(json!({"id": "acme", "name": "x"}))).await;
     assert_eq!(s, 422, "missing field: {v}");
@@ -75,9 +80,13 @@ async fn bad_json_and_bad_fields_are_json_errors() {
 async fn stores_can_be_read_changed_and_deleted() {
     let (relay, _sink, _dir) = relay().await;
     relay.acme().await;
-    let (s, v) = relay.api("POST", "/v1/stores", Some(json!({"id": "acme", "name": "Again", "contact": "x@acme.example"}))).await;
+    let (s, v) = relay
+        .api("POST", "/v1/stores", Some(json!({"id": "acme", "name": "Again", "contact": "x@acme.example"})))
+        .await;
     assert_eq!(s, 409, "{v}");
-    let (s, v) = relay.api("PATCH", "/v1/stores/acme", Some(json!({"name": "Acme Ltd", "senders": ["@acme.example"]}))).await;
+    let (s, v) = relay
+        .api("PATCH", "/v1/stores/acme", Some(json!({"name": "Acme Ltd", "senders": ["@acme.example"]})))
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["name"], "Acme Ltd");
     assert_eq!(v["senders"], json!(["@acme.example"]));
@@ -90,7 +99,9 @@ async fn stores_can_be_read_changed_and_deleted() {
     let (_, t) = relay.api("GET", &format!("/v1/threads/{}", thread["id"].as_str().unwrap()), None).await;
     assert_eq!(t["status"], "revoked");
     // The id stays taken: a new store under it could otherwise be confused with the old.
-    let (s, _) = relay.api("POST", "/v1/stores", Some(json!({"id": "acme", "name": "New", "contact": "x@new.example"}))).await;
+    let (s, _) = relay
+        .api("POST", "/v1/stores", Some(json!({"id": "acme", "name": "New", "contact": "x@new.example"})))
+        .await;
     assert_eq!(s, 409);
     relay.stop().await;
 }
@@ -104,7 +115,8 @@ async fn thread_creation_is_idempotent_and_never_shows_the_address() {
     let (s, again) = relay.api("POST", "/v1/threads", Some(body)).await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again, first);
-    for key in ["id", "order", "store", "shopper_alias", "store_alias", "status", "expires_at", "revoke_url"] {
+    for key in ["id", "order", "store", "shopper_alias", "store_alias", "status", "expires_at", "revoke_url"]
+    {
         assert!(first.get(key).is_some(), "{key} missing in {first}");
     }
     assert_eq!(first["status"], "active");
@@ -113,7 +125,13 @@ async fn thread_creation_is_idempotent_and_never_shows_the_address() {
     let (s, shown) = relay.api("GET", &format!("/v1/threads/{}", first["id"].as_str().unwrap()), None).await;
     assert_eq!(s, 200);
     assert!(!shown.to_string().to_lowercase().contains("shopper.example"), "{shown}");
-    let (s, v) = relay.api("POST", "/v1/threads", Some(json!({"order": "o", "store": "nope", "shopper": {"email": "a@b.example"}}))).await;
+    let (s, v) = relay
+        .api(
+            "POST",
+            "/v1/threads",
+            Some(json!({"order": "o", "store": "nope", "shopper": {"email": "a@b.example"}})),
+        )
+        .await;
     assert_eq!(s, 422, "{v}");
     relay.stop().await;
 }
@@ -124,9 +142,11 @@ async fn shopper_revoke_and_erase() {
     relay.acme().await;
     let t1 = relay.thread("o-1").await;
     relay.thread("o-2").await;
-    let (s, v) = relay.api("POST", "/v1/shoppers/revoke", Some(json!({"email": "jane.doe@shopper.example"}))).await;
+    let (s, v) =
+        relay.api("POST", "/v1/shoppers/revoke", Some(json!({"email": "jane.doe@shopper.example"}))).await;
     assert_eq!((s, v["revoked"].as_i64()), (200, Some(2)));
-    let (s, v) = relay.api("POST", "/v1/shoppers/erase", Some(json!({"email": "Jane.Doe@shopper.example"}))).await;
+    let (s, v) =
+        relay.api("POST", "/v1/shoppers/erase", Some(json!({"email": "Jane.Doe@shopper.example"}))).await;
     assert_eq!((s, v["erased"].as_i64()), (200, Some(2)));
     let (_, t) = relay.api("GET", &format!("/v1/threads/{}", t1["id"].as_str().unwrap()), None).await;
     assert_eq!(t["status"], "erased");
@@ -156,7 +176,14 @@ async fn revoke_page_asks_on_get_and_revokes_on_post() {
     let (_, t) = relay.api("GET", &format!("/v1/threads/{id}"), None).await;
     assert_eq!(t["status"], "active", "a GET must not revoke");
     // RFC 8058 one-click POST.
-    let resp = relay.http.post(&url).header("Content-Type", "application/x-www-form-urlencoded").body("List-Unsubscribe=One-Click").send().await.unwrap();
+    let resp = relay
+        .http
+        .post(&url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let (_, t) = relay.api("GET", &format!("/v1/threads/{id}"), None).await;
     assert_eq!(t["status"], "revoked");

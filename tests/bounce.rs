@@ -22,7 +22,9 @@ fn assert_notice_is_clean(notice: &sink::Delivered) {
 async fn send_one(relay: &TestRelay) -> String {
     let alias = relay.thread("order-5").await["shopper_alias"].as_str().unwrap().to_owned();
     let mut c = Client::ready(relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "parcel", "x")).await;
+    let r = c
+        .send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "parcel", "x"))
+        .await;
     assert_eq!(r.code, 250, "{}", r.text);
     alias
 }

@@ -4,8 +4,8 @@
 
 mod support;
 
-use maskrelay::delivery::dkim::{self, Algorithm, Signer};
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
+use maskrelay::delivery::dkim::{self, Algorithm, Signer};
 use support::dns::DnsServer;
 use support::*;
 
@@ -29,7 +29,13 @@ async fn signed_delivery_verifies(algorithm: Algorithm) {
     let thread = relay.thread("order-9").await;
     let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
     let mut c = Client::ready(relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "signed", "body\r\n.dot line")).await;
+    let r = c
+        .send(
+            "orders@acme.example",
+            &[&alias],
+            &message("orders@acme.example", &alias, "signed", "body\r\n.dot line"),
+        )
+        .await;
     assert_eq!(r.code, 250, "{}", r.text);
     let got = sink.wait_for(1, WAIT).await;
     let sig = got[0].header("DKIM-Signature").expect("signed");
@@ -75,7 +81,12 @@ fn init_writes_config_and_key_and_prints_records() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    for record in ["IN MX  10 relay.example.org.", "v=spf1", "_dmarc.relay.example.org.", "maskrelay._domainkey.relay.example.org.  IN TXT \"v=DKIM1; k=ed25519; p="] {
+    for record in [
+        "IN MX  10 relay.example.org.",
+        "v=spf1",
+        "_dmarc.relay.example.org.",
+        "maskrelay._domainkey.relay.example.org.  IN TXT \"v=DKIM1; k=ed25519; p=",
+    ] {
         assert!(text.contains(record), "{record} missing:\n{text}");
     }
     let config = std::fs::read_to_string(dir.path().join("maskrelay.toml")).unwrap();

@@ -34,7 +34,9 @@ async fn world() -> World {
     config.auth.mode = AuthMode::Dmarc;
     config.dns.nameservers = vec![dns.nameserver()];
     let relay = TestRelay::start(config).await;
-    for (id, sender) in [("acme", "orders@acme.example"), ("signed", "@signed.example"), ("nodmarc", "@nodmarc.example")] {
+    for (id, sender) in
+        [("acme", "orders@acme.example"), ("signed", "@signed.example"), ("nodmarc", "@nodmarc.example")]
+    {
         let (s, v) = relay
             .api("POST", "/v1/stores", Some(json!({"id": id, "name": id, "contact": format!("support@{id}.example"), "senders": [sender]})))
             .await;
@@ -45,7 +47,11 @@ async fn world() -> World {
 
 async fn shopper_alias(relay: &TestRelay, store: &str) -> String {
     let (s, v) = relay
-        .api("POST", "/v1/threads", Some(json!({"order": "o-1", "store": store, "shopper": {"email": "jane@shopper.example"}})))
+        .api(
+            "POST",
+            "/v1/threads",
+            Some(json!({"order": "o-1", "store": store, "shopper": {"email": "jane@shopper.example"}})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     v["shopper_alias"].as_str().unwrap().to_owned()
@@ -56,7 +62,9 @@ async fn spf_aligned_mail_passes_dmarc() {
     let w = world().await;
     let alias = shopper_alias(&w.relay, "acme").await;
     let mut c = Client::ready(w.relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("Acme <orders@acme.example>", &alias, "spf", "x")).await;
+    let r = c
+        .send("orders@acme.example", &[&alias], &message("Acme <orders@acme.example>", &alias, "spf", "x"))
+        .await;
     assert_eq!(r.code, 250, "{}", r.text);
     let got = w.sink.wait_for(1, WAIT).await;
     let ar = got[0].header("Authentication-Results").unwrap();
@@ -70,7 +78,9 @@ async fn no_dmarc_record_falls_back_to_aligned_spf() {
     let w = world().await;
     let alias = shopper_alias(&w.relay, "nodmarc").await;
     let mut c = Client::ready(w.relay.smtp()).await;
-    let r = c.send("news@nodmarc.example", &[&alias], &message("news@nodmarc.example", &alias, "fallback", "x")).await;
+    let r = c
+        .send("news@nodmarc.example", &[&alias], &message("news@nodmarc.example", &alias, "fallback", "x"))
+        .await;
     assert_eq!(r.code, 250, "{}", r.text);
     // Not aligned: the envelope domain passes SPF but the From is another domain.
     c.cmd("MAIL FROM:<bounce@evil.example>", 250).await;

@@ -46,8 +46,11 @@ async fn store_to_shopper_and_reply_back() {
     let got = sink.wait_for(1, WAIT).await;
     let to_shopper = &got[0];
     assert_eq!(to_shopper.rcpt_to, vec!["jane.doe@shopper.example"]);
-    assert!(to_shopper.mail_from.starts_with("bounce+") && to_shopper.mail_from.ends_with("@relay.test"),
-        "envelope sender is a VERP address of the relay: {}", to_shopper.mail_from);
+    assert!(
+        to_shopper.mail_from.starts_with("bounce+") && to_shopper.mail_from.ends_with("@relay.test"),
+        "envelope sender is a VERP address of the relay: {}",
+        to_shopper.mail_from
+    );
     assert_eq!(to_shopper.header("From").unwrap(), format!("\"Acme Shop\" <{store_alias}>"));
     assert_eq!(to_shopper.header("Reply-To").unwrap(), format!("<{store_alias}>"));
     assert_eq!(to_shopper.header("To").unwrap(), "\"Jane Doe\" <jane.doe@shopper.example>");
@@ -55,10 +58,21 @@ async fn store_to_shopper_and_reply_back() {
     assert!(to_shopper.header("List-Unsubscribe").unwrap().contains("/r/"));
     assert_eq!(to_shopper.header("List-Unsubscribe-Post").unwrap(), "List-Unsubscribe=One-Click");
     let text = to_shopper.text();
-    for hidden in ["acme.example", "203.0.113.7", "Received:", "X-Originating-IP", "Sender:", "Cc:", "Disposition-Notification-To"] {
+    for hidden in [
+        "acme.example",
+        "203.0.113.7",
+        "Received:",
+        "X-Originating-IP",
+        "Sender:",
+        "Cc:",
+        "Disposition-Notification-To",
+    ] {
         assert!(!text.contains(hidden), "{hidden} leaked to the shopper:\n{text}");
     }
-    assert!(text.ends_with("\r\n\r\nHello Jane,\r\n.your parcel is on its way.\r\n"), "body byte-for-byte:\n{text}");
+    assert!(
+        text.ends_with("\r\n\r\nHello Jane,\r\n.your parcel is on its way.\r\n"),
+        "body byte-for-byte:\n{text}"
+    );
     let relay_msgid = to_shopper.header("Message-ID").unwrap();
     assert!(relay_msgid.ends_with("@relay.test>"), "{relay_msgid}");
 

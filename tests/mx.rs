@@ -24,12 +24,17 @@ async fn mx_relay(dns: &DnsServer, sink: &Sink) -> (TestRelay, tempfile::TempDir
 
 async fn send_to_shopper(relay: &TestRelay, email: &str, subject: &str) {
     let (s, t) = relay
-        .api("POST", "/v1/threads", Some(json!({"order": subject, "store": "acme", "shopper": {"email": email}})))
+        .api(
+            "POST",
+            "/v1/threads",
+            Some(json!({"order": subject, "store": "acme", "shopper": {"email": email}})),
+        )
         .await;
     assert_eq!(s, 201, "{t}");
     let alias = t["shopper_alias"].as_str().unwrap().to_owned();
     let mut c = Client::ready(relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, subject, "x")).await;
+    let r =
+        c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, subject, "x")).await;
     assert_eq!(r.code, 250, "{}", r.text);
 }
 

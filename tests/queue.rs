@@ -30,7 +30,9 @@ async fn queued_mail_survives_a_restart() {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let (_, m) = relay.api("GET", "/metrics", None).await;
-        if m.as_str().is_some_and(|t| t.contains("maskrelay_delivery_deferred_total")) || std::time::Instant::now() > deadline {
+        if m.as_str().is_some_and(|t| t.contains("maskrelay_delivery_deferred_total"))
+            || std::time::Instant::now() > deadline
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -63,7 +65,9 @@ async fn next_hop_451_then_250_delivers_once() {
     let thread = relay.thread("order-2").await;
     let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
     let mut c = Client::ready(relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "retry me", "x")).await;
+    let r = c
+        .send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "retry me", "x"))
+        .await;
     assert_eq!(r.code, 250, "{}", r.text);
     let got = sink.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(got[0].header("Subject").unwrap(), "retry me");
@@ -84,7 +88,8 @@ async fn permanent_failure_is_recorded_without_the_address() {
     let thread = relay.thread("order-3").await;
     let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
     let mut c = Client::ready(relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "gone", "x")).await;
+    let r =
+        c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "gone", "x")).await;
     assert_eq!(r.code, 250);
     let events = relay.wait_for_events("delivery_failed", 1).await;
     let text = serde_json::Value::Array(events).to_string();

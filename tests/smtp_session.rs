@@ -38,21 +38,14 @@ async fn acme_thread(relay: &TestRelay, order: &str) -> (Value, String) {
 fn assert_reply(r: &Reply, code: u16, enhanced: &str, what: &str) {
     assert_eq!(r.code, code, "{what} -> {}", r.text);
     let prefix = format!("{code} {enhanced} ");
-    assert!(
-        r.text.starts_with(&prefix),
-        "{what}: expected {prefix:?}..., got {:?}",
-        r.text
-    );
+    assert!(r.text.starts_with(&prefix), "{what}: expected {prefix:?}..., got {:?}", r.text);
 }
 
 /// One command, its reply checked by code and enhanced code.
 async fn cmd(c: &mut Client, line: &str, code: u16, enhanced: &str) -> Reply {
     c.send_raw(format!("{line}\r\n").as_bytes()).await;
     let what: String = line.chars().take(60).collect();
-    let r = c
-        .read_reply()
-        .await
-        .unwrap_or_else(|| panic!("no reply to {what}"));
+    let r = c.read_reply().await.unwrap_or_else(|| panic!("no reply to {what}"));
     assert_reply(&r, code, enhanced, &what);
     r
 }
@@ -60,41 +53,25 @@ async fn cmd(c: &mut Client, line: &str, code: u16, enhanced: &str) -> Reply {
 /// The next read sees the connection closed, with no further reply.
 async fn assert_closed(c: &mut Client, what: &str) {
     if let Some(r) = c.read_reply().await {
-        panic!(
-            "{what}: expected the connection closed, got another reply {:?}",
-            r.text
-        );
+        panic!("{what}: expected the connection closed, got another reply {:?}", r.text);
     }
 }
 
 /// A NOOP gets exactly the NOOP's reply: proof that nothing else was pending or parsed.
 async fn assert_in_step(c: &mut Client, what: &str) {
     let r = cmd(c, "NOOP", 250, "2.0.0").await;
-    assert_eq!(
-        r.text, "250 2.0.0 OK\r\n",
-        "{what}: the reply to NOOP was not the NOOP's"
-    );
+    assert_eq!(r.text, "250 2.0.0 OK\r\n", "{what}: the reply to NOOP was not the NOOP's");
 }
 
 /// Waits a moment, then asserts the sink saw no delivery attempt at all.
 async fn assert_nothing_delivered(sink: &Sink, what: &str) {
     tokio::time::sleep(QUIET).await;
-    assert_eq!(
-        sink.attempts(),
-        0,
-        "{what}: the sink got {:?}",
-        sink.delivered()
-    );
+    assert_eq!(sink.attempts(), 0, "{what}: the sink got {:?}", sink.delivered());
 }
 
 /// The store's approved sender writes to the shopper alias.
 fn store_mail(alias: &str, subject: &str) -> Vec<u8> {
-    message(
-        "Acme Orders <orders@acme.example>",
-        alias,
-        subject,
-        "Hello Jane.",
-    )
+    message("Acme Orders <orders@acme.example>", alias, subject, "Hello Jane.")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,10 +81,7 @@ async fn pipelined_mail_rcpt_data_get_replies_in_order() {
     let (_, alias) = acme_thread(&relay, "order-1").await;
 
     let mut c = Client::ready(relay.smtp()).await;
-    c.send_raw(
-        format!("MAIL FROM:<orders@acme.example>\r\nRCPT TO:<{alias}>\r\nDATA\r\n").as_bytes(),
-    )
-    .await;
+    c.send_raw(format!("MAIL FROM:<orders@acme.example>\r\nRCPT TO:<{alias}>\r\nDATA\r\n").as_bytes()).await;
     let mail = c.read_reply().await.expect("reply to MAIL");
     assert_reply(&mail, 250, "2.1.0", "pipelined MAIL");
     let rcpt = c.read_reply().await.expect("reply to RCPT");
@@ -115,8 +89,7 @@ async fn pipelined_mail_rcpt_data_get_replies_in_order() {
     let data = c.read_reply().await.expect("reply to DATA");
     assert_eq!(data.code, 354, "pipelined DATA -> {}", data.text);
 
-    c.send_raw(&data_wire(&store_mail(&alias, "pipelined")))
-        .await;
+    c.send_raw(&data_wire(&store_mail(&alias, "pipelined"))).await;
     let end = c.read_reply().await.expect("reply to the end of data");
     assert_reply(&end, 250, "2.0.0", "end of data");
     assert_in_step(&mut c, "after the pipelined transaction").await;
@@ -136,21 +109,14 @@ async fn ehlo_advertises_the_extensions() {
     let (relay, _sink, _dir) = start(|_| {}).await;
     let (mut c, greeting) = Client::connect(relay.smtp()).await;
     assert_eq!(greeting.code, 220, "{}", greeting.text);
-    assert!(
-        greeting.text.starts_with("220 relay.test "),
-        "{}",
-        greeting.text
-    );
+    assert!(greeting.text.starts_with("220 relay.test "), "{}", greeting.text);
 
     let r = c.cmd("EHLO client.test", 250).await;
     let lines: Vec<&str> = r.text.lines().collect();
     assert!(lines.len() > 1, "a multi-line EHLO reply: {}", r.text);
     for (i, line) in lines.iter().enumerate() {
         let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-        assert!(
-            line.starts_with(&format!("250{sep}")),
-            "line {i} of the EHLO reply: {line:?}"
-        );
+        assert!(line.starts_with(&format!("250{sep}")), "line {i} of the EHLO reply: {line:?}");
     }
     assert!(lines[0][4..].starts_with("relay.test"), "{}", lines[0]);
     let caps: Vec<&str> = lines[1..].iter().map(|l| &l[4..]).collect();
@@ -158,16 +124,10 @@ async fn ehlo_advertises_the_extensions() {
         assert!(caps.contains(&cap), "{cap} not advertised: {caps:?}");
     }
     let size = Config::default().smtp.max_message_bytes;
-    assert!(
-        caps.contains(&format!("SIZE {size}").as_str()),
-        "SIZE {size} not advertised: {caps:?}"
-    );
+    assert!(caps.contains(&format!("SIZE {size}").as_str()), "SIZE {size} not advertised: {caps:?}");
     // Not offered on this listener, so not advertised.
     for absent in ["STARTTLS", "AUTH", "CHUNKING"] {
-        assert!(
-            !caps.iter().any(|c| c.starts_with(absent)),
-            "{absent} advertised: {caps:?}"
-        );
+        assert!(!caps.iter().any(|c| c.starts_with(absent)), "{absent} advertised: {caps:?}");
     }
     cmd(&mut c, "QUIT", 221, "2.0.0").await;
     relay.stop().await;
@@ -203,10 +163,7 @@ async fn commands_out_of_order_get_503_and_554() {
     assert_reply(&end, 250, "2.0.0", "end of data");
     cmd(&mut c, "QUIT", 221, "2.0.0").await;
     let got = sink.wait_for(1, WAIT).await;
-    assert_eq!(
-        got[0].header("Subject").as_deref(),
-        Some("after the errors")
-    );
+    assert_eq!(got[0].header("Subject").as_deref(), Some("after the errors"));
     relay.stop().await;
 }
 
@@ -269,21 +226,9 @@ async fn oversized_messages_get_552_and_the_session_goes_on() {
     );
 
     // Declared too big up front.
-    cmd(
-        &mut c,
-        "MAIL FROM:<orders@acme.example> SIZE=999999",
-        552,
-        "5.3.4",
-    )
-    .await;
+    cmd(&mut c, "MAIL FROM:<orders@acme.example> SIZE=999999", 552, "5.3.4").await;
     // Declared small enough.
-    cmd(
-        &mut c,
-        "MAIL FROM:<orders@acme.example> SIZE=1500",
-        250,
-        "2.1.0",
-    )
-    .await;
+    cmd(&mut c, "MAIL FROM:<orders@acme.example> SIZE=1500", 250, "2.1.0").await;
     cmd(&mut c, "RSET", 250, "2.0.0").await;
 
     // Not declared, but too big once sent.
@@ -385,22 +330,12 @@ async fn smuggling_endings_do_not_end_the_data() {
     sink.wait_for(vectors.len(), WAIT).await;
     tokio::time::sleep(QUIET).await;
     let got = sink.delivered();
-    assert_eq!(
-        got.len(),
-        vectors.len(),
-        "one delivery per message: {got:#?}"
-    );
+    assert_eq!(got.len(), vectors.len(), "one delivery per message: {got:#?}");
     assert_eq!(sink.attempts(), vectors.len());
-    let mut subjects: Vec<String> = got
-        .iter()
-        .map(|d| d.header("Subject").unwrap_or_default())
-        .collect();
+    let mut subjects: Vec<String> = got.iter().map(|d| d.header("Subject").unwrap_or_default()).collect();
     subjects.sort();
     let expected: Vec<String> = (0..vectors.len()).map(|i| format!("outer {i}")).collect();
-    assert_eq!(
-        subjects, expected,
-        "no delivered message is the smuggled one"
-    );
+    assert_eq!(subjects, expected, "no delivered message is the smuggled one");
     for d in &got {
         let text = d.text();
         assert_ne!(d.header("Subject").as_deref(), Some("smuggled"), "{text}");
@@ -408,10 +343,7 @@ async fn smuggling_endings_do_not_end_the_data() {
         // The smuggled lines stayed inside the outer message's body, with line endings
         // made canonical: no bare CR or LF reaches the next hop.
         let (_, body) = text.split_once("\r\n\r\n").expect("header and body");
-        assert!(
-            body.contains("\r\nSubject: smuggled\r\n\r\nsmuggled\r\n"),
-            "{body:?}"
-        );
+        assert!(body.contains("\r\nSubject: smuggled\r\n\r\nsmuggled\r\n"), "{body:?}");
         let bytes = d.data.as_slice();
         for (j, &b) in bytes.iter().enumerate() {
             if b == b'\r' {
@@ -444,14 +376,8 @@ async fn idle_client_gets_421_and_is_disconnected() {
     let r = c.read_reply().await.expect("a reply to the silence");
     assert_reply(&r, 421, "4.4.2", "idle client");
     let waited = silent_since.elapsed();
-    assert!(
-        waited >= Duration::from_millis(900),
-        "timed out after only {waited:?}"
-    );
-    assert!(
-        waited < Duration::from_secs(5),
-        "timed out only after {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(900), "timed out after only {waited:?}");
+    assert!(waited < Duration::from_secs(5), "timed out only after {waited:?}");
     assert_closed(&mut c, "after the idle timeout").await;
 
     // A client that keeps talking is not cut off: each command restarts the clock.
@@ -486,10 +412,7 @@ async fn connections_over_the_cap_get_421() {
             break;
         }
         assert_reply(&g, 421, "4.3.2", "while the slot is being released");
-        assert!(
-            Instant::now() < deadline,
-            "the slot of a closed connection was not released"
-        );
+        assert!(Instant::now() < deadline, "the slot of a closed connection was not released");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     relay.stop().await;
@@ -530,9 +453,7 @@ async fn outsider_refused_at_rcpt_is_recorded_without_their_address() {
     assert_eq!(leaks["leaked_aliases"], 1, "{leaks}");
     assert_eq!(leaks["attempts"], 1, "{leaks}");
 
-    let (s, events) = relay
-        .api("GET", "/v1/events?kind=unauthorized_sender", None)
-        .await;
+    let (s, events) = relay.api("GET", "/v1/events?kind=unauthorized_sender", None).await;
     assert_eq!(s, 200, "{events}");
     let list = events.as_array().expect("a list of events");
     assert_eq!(list.len(), 1, "{events}");
@@ -543,10 +464,7 @@ async fn outsider_refused_at_rcpt_is_recorded_without_their_address() {
     assert_eq!(e["alias"].as_str(), alias.split('@').next(), "{e}");
     assert_eq!(e["detail"]["stage"], "rcpt", "{e}");
     assert_eq!(e["detail"]["sender_domain"], "evil.example", "{e}");
-    assert!(
-        !events.to_string().contains("spammer"),
-        "the outsider's address was recorded: {events}"
-    );
+    assert!(!events.to_string().contains("spammer"), "the outsider's address was recorded: {events}");
     assert_nothing_delivered(&sink, "a refused outsider").await;
     relay.stop().await;
 }
@@ -566,9 +484,7 @@ async fn forged_header_from_is_refused_after_data() {
     assert_in_step(&mut c, "after a refused message").await;
     cmd(&mut c, "QUIT", 221, "2.0.0").await;
 
-    let (_, events) = relay
-        .api("GET", "/v1/events?kind=unauthorized_sender", None)
-        .await;
+    let (_, events) = relay.api("GET", "/v1/events?kind=unauthorized_sender", None).await;
     let list = events.as_array().expect("a list of events");
     assert_eq!(list.len(), 1, "{events}");
     assert_eq!(list[0]["detail"]["stage"], "data", "{events}");
@@ -590,9 +506,7 @@ async fn revoked_thread_aliases_are_unknown() {
     cmd(&mut c, &format!("RCPT TO:<{alias}>"), 250, "2.1.5").await;
     cmd(&mut c, "RSET", 250, "2.0.0").await;
 
-    let (s, v) = relay
-        .api("POST", &format!("/v1/threads/{id}/revoke"), None)
-        .await;
+    let (s, v) = relay.api("POST", &format!("/v1/threads/{id}/revoke"), None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "revoked", "{v}");
 

@@ -49,14 +49,21 @@ async fn suite(url: &str) {
 
     // Concurrent creation of one thread yields one thread.
     let new2 = NewThread { order: "o-2".into(), ..new.clone() };
-    let racers: Vec<_> = (0..6).map(|_| { let db = db.clone(); let n = new2.clone(); tokio::spawn(async move { threads::create(&db, &n).await.unwrap().0.id }) }).collect();
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let db = db.clone();
+            let n = new2.clone();
+            tokio::spawn(async move { threads::create(&db, &n).await.unwrap().0.id })
+        })
+        .collect();
     let mut ids = HashSet::new();
     for r in racers {
         ids.insert(r.await.unwrap());
     }
     assert_eq!(ids.len(), 1, "racing creations made {ids:?}");
 
-    let (found, side, store) = threads::find_by_alias(&db, &t.shopper_alias.to_uppercase()).await.unwrap().unwrap();
+    let (found, side, store) =
+        threads::find_by_alias(&db, &t.shopper_alias.to_uppercase()).await.unwrap().unwrap();
     assert_eq!((found.id.as_str(), side, store.id.as_str()), (t.id.as_str(), Side::Shopper, "acme"));
     let (_, side, _) = threads::find_by_alias(&db, &t.store_alias).await.unwrap().unwrap();
     assert_eq!(side, Side::Store);
@@ -64,9 +71,18 @@ async fn suite(url: &str) {
 
     // Queue: enqueue, two workers lease disjoint sets, retry, complete.
     let items: Vec<Outgoing> = (0..10)
-        .map(|i| Outgoing { thread_id: t.id.clone(), direction: Side::Shopper, rcpt_to: Mailbox::parse("jane@shopper.example").unwrap(), message: format!("msg {i}\r\n").into_bytes() })
+        .map(|i| Outgoing {
+            thread_id: t.id.clone(),
+            direction: Side::Shopper,
+            rcpt_to: Mailbox::parse("jane@shopper.example").unwrap(),
+            message: format!("msg {i}\r\n").into_bytes(),
+        })
         .collect();
-    let mapping = IdMapping { thread_id: t.id.clone(), relay_id: "abc@relay.test".into(), original: "orig@host.example".into() };
+    let mapping = IdMapping {
+        thread_id: t.id.clone(),
+        relay_id: "abc@relay.test".into(),
+        original: "orig@host.example".into(),
+    };
     let queued = queue::enqueue(&db, "relay.test", &items, &[mapping.clone()]).await.unwrap();
     assert_eq!(queued.len(), 10);
     queue::enqueue(&db, "relay.test", &[], &[mapping]).await.expect("a known mapping is not an error");
@@ -74,12 +90,16 @@ async fn suite(url: &str) {
     assert_eq!(known.get("abc@relay.test").map(String::as_str), Some("orig@host.example"));
 
     let lease = Duration::from_secs(60);
-    let (a, b) = tokio::join!(queue::lease(&db, "worker-a", 6, lease), queue::lease(&db, "worker-b", 6, lease));
+    let (a, b) =
+        tokio::join!(queue::lease(&db, "worker-a", 6, lease), queue::lease(&db, "worker-b", 6, lease));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 10);
     let a_ids: HashSet<_> = a.iter().map(|m| m.id.clone()).collect();
     assert!(b.iter().all(|m| !a_ids.contains(&m.id)), "a message was leased twice");
-    assert!(queue::lease(&db, "worker-c", 10, lease).await.unwrap().is_empty(), "leased messages are not handed out again");
+    assert!(
+        queue::lease(&db, "worker-c", 10, lease).await.unwrap().is_empty(),
+        "leased messages are not handed out again"
+    );
     assert!(a[0].mail_from.starts_with("bounce+") && a[0].mail_from.ends_with("@relay.test"));
     assert_eq!(a[0].rcpt_to, "jane@shopper.example");
 
@@ -98,7 +118,18 @@ async fn suite(url: &str) {
 
     // Events and the leak signal.
     for alias in [&t.shopper_alias, &t.shopper_alias, &again.store_alias] {
-        events::record(&db, &NewEvent { kind: EventKind::UnauthorizedSender, store_id: Some("acme"), thread_id: Some(&t.id), alias: Some(alias), detail: serde_json::json!({}) }).await.unwrap();
+        events::record(
+            &db,
+            &NewEvent {
+                kind: EventKind::UnauthorizedSender,
+                store_id: Some("acme"),
+                thread_id: Some(&t.id),
+                alias: Some(alias),
+                detail: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
     }
     let leaks = events::leaks(&db, "acme").await.unwrap();
     assert_eq!(leaks.leaked_aliases, 1, "only shopper aliases count");
@@ -144,7 +175,9 @@ async fn relay_runs_on_postgres() {
     let thread = relay.thread("pg-1").await;
     let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
     let mut c = Client::ready(relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "on postgres", "hi")).await;
+    let r = c
+        .send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "on postgres", "hi"))
+        .await;
     assert_eq!(r.code, 250, "{}", r.text);
     let got = sink.wait_for(1, WAIT).await;
     assert_eq!(got[0].rcpt_to, ["jane.doe@shopper.example"]);

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use rustls_pki_types::{CertificateDer, ServerName};
+use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use support::*;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -31,7 +31,10 @@ impl Conn {
         let mut text = String::new();
         loop {
             let mut line = String::new();
-            let n = tokio::time::timeout(std::time::Duration::from_secs(10), self.io.read_line(&mut line)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), self.io.read_line(&mut line))
+                .await
+                .unwrap()
+                .unwrap();
             if n == 0 {
                 return (0, text);
             }
@@ -57,13 +60,17 @@ impl Conn {
         assert!(self.io.buffer().is_empty());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tls = connector.connect(ServerName::try_from("relay.test").unwrap(), self.io.into_inner()).await.expect("TLS handshake");
+        let tls = connector
+            .connect(ServerName::try_from("relay.test").unwrap(), self.io.into_inner())
+            .await
+            .expect("TLS handshake");
         Self { io: BufReader::new(Box::new(tls)) }
     }
 }
@@ -158,7 +165,8 @@ async fn submission_needs_tls_then_auth_and_only_reaches_own_shoppers() {
     let foreign = t["shopper_alias"].as_str().unwrap().to_owned();
     let (s, cred) = relay.api("POST", "/v1/stores/acme/credentials", None).await;
     assert_eq!(s, 201, "{cred}");
-    let (user, pass) = (cred["username"].as_str().unwrap().to_owned(), cred["password"].as_str().unwrap().to_owned());
+    let (user, pass) =
+        (cred["username"].as_str().unwrap().to_owned(), cred["password"].as_str().unwrap().to_owned());
 
     let addr = relay.relay.submission_addr.expect("submission listener");
     let mut c = Conn::connect(addr).await;

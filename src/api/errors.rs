@@ -51,11 +51,17 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Unavailable(_) | StoreError::Migrate(_) => {
                 tracing::warn!(error = %e, "storage error in API");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "database unavailable, try again")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "database unavailable, try again",
+                )
             }
-            StoreError::Corrupt(m) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("stored data is corrupt: {m}"))
-            }
+            StoreError::Corrupt(m) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("stored data is corrupt: {m}"),
+            ),
         }
     }
 }

@@ -15,9 +15,15 @@ pub struct EventQuery {
     pub limit: Option<i64>,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<EventQuery>) -> Result<Json<Vec<Event>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<EventQuery>,
+) -> Result<Json<Vec<Event>>, ApiError> {
     let kind = match q.kind.as_deref().filter(|k| !k.is_empty()) {
-        Some(k) => Some(EventKind::parse(k).ok_or_else(|| ApiError::invalid(format!("kind: unknown event kind {k:?}")))?),
+        Some(k) => Some(
+            EventKind::parse(k)
+                .ok_or_else(|| ApiError::invalid(format!("kind: unknown event kind {k:?}")))?,
+        ),
         None => None,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);

@@ -40,7 +40,10 @@ async fn store_name(state: &AppState, thread: &Thread) -> String {
 }
 
 fn not_found() -> (StatusCode, Html<String>) {
-    (StatusCode::NOT_FOUND, page("Link not valid", "<p>This link is not valid. It may have been mistyped.</p>"))
+    (
+        StatusCode::NOT_FOUND,
+        page("Link not valid", "<p>This link is not valid. It may have been mistyped.</p>"),
+    )
 }
 
 pub async fn show(State(state): State<AppState>, Path(token): Path<String>) -> (StatusCode, Html<String>) {
@@ -48,7 +51,9 @@ pub async fn show(State(state): State<AppState>, Path(token): Path<String>) -> (
     let store = escape(&store_name(&state, &thread).await);
     let order = escape(&thread.order);
     if thread.status != ThreadStatus::Active {
-        let body = format!("<p>The address for order <strong>{order}</strong> with <strong>{store}</strong> is already switched off. No mail reaches you through it.</p>");
+        let body = format!(
+            "<p>The address for order <strong>{order}</strong> with <strong>{store}</strong> is already switched off. No mail reaches you through it.</p>"
+        );
         return (StatusCode::OK, page("Already switched off", &body));
     }
     let body = format!(
@@ -65,13 +70,22 @@ pub async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "revoke from page failed");
-            return (StatusCode::SERVICE_UNAVAILABLE, page("Please try again", "<p>Something went wrong on our side. Please try again in a few minutes.</p>"));
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                page(
+                    "Please try again",
+                    "<p>Something went wrong on our side. Please try again in a few minutes.</p>",
+                ),
+            );
         }
     };
     if thread.status == ThreadStatus::Active {
         tracing::info!(thread = %revoked.id, "thread revoked by shopper");
     }
     let store = escape(&store_name(&state, &revoked).await);
-    let body = format!("<p>Done. Mail from <strong>{store}</strong> about order <strong>{}</strong> will no longer reach you.</p>", escape(&revoked.order));
+    let body = format!(
+        "<p>Done. Mail from <strong>{store}</strong> about order <strong>{}</strong> will no longer reach you.</p>",
+        escape(&revoked.order)
+    );
     (StatusCode::OK, page("Address switched off", &body))
 }

@@ -50,9 +50,8 @@ fn parse_senders(senders: &[String]) -> Result<Vec<SenderPattern>, ApiError> {
     senders
         .iter()
         .map(|s| {
-            SenderPattern::parse(s).map_err(|_| {
-                ApiError::invalid(format!("senders: {s:?} is neither an address nor @domain"))
-            })
+            SenderPattern::parse(s)
+                .map_err(|_| ApiError::invalid(format!("senders: {s:?} is neither an address nor @domain")))
         })
         .collect()
 }

@@ -60,7 +60,8 @@ impl NewThreadRequest {
             return Err(ApiError::invalid(format!("ttl_days: 1 to {MAX_TTL_DAYS}")));
         }
         Ok(NewThread {
-            store: super::stores::parse_id(&self.store).map_err(|_| ApiError::invalid("store: not a store id"))?,
+            store: super::stores::parse_id(&self.store)
+                .map_err(|_| ApiError::invalid("store: not a store id"))?,
             order: order.to_owned(),
             shopper,
             // Control characters would end up in a From header otherwise.
@@ -120,7 +121,10 @@ pub async fn create(
     Ok((status, Json(ThreadView::new(&thread, &state.config))))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ThreadView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ThreadView>, ApiError> {
     match threads::get(&state.db, &id).await {
         Ok(t) => Ok(Json(ThreadView::new(&t, &state.config))),
         Err(StoreError::NotFound) => Err(ApiError::not_found("thread")),
@@ -128,7 +132,10 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     }
 }
 
-pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ThreadView>, ApiError> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ThreadView>, ApiError> {
     let thread = match threads::revoke(&state.db, &id, Actor::Operator).await {
         Err(StoreError::NotFound) => return Err(ApiError::not_found("thread")),
         other => other?,

@@ -34,8 +34,12 @@ impl DmarcVerifier {
     /// Verifies `raw` as received from `origin`.
     pub async fn verify(&self, raw: &[u8], origin: &Origin<'_>) -> DmarcOutcome {
         let Some(message) = AuthenticatedMessage::parse(raw) else { return DmarcOutcome::Fail };
-        let from_domains: Vec<String> =
-            message.from.iter().filter_map(|f| f.rsplit_once('@')).map(|(_, d)| d.to_ascii_lowercase()).collect();
+        let from_domains: Vec<String> = message
+            .from
+            .iter()
+            .filter_map(|f| f.rsplit_once('@'))
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .collect();
         let Some(from_domain) = from_domains.first().cloned() else { return DmarcOutcome::Fail };
         if from_domains.iter().any(|d| *d != from_domain) {
             // RFC 7489 6.6.1: several From domains cannot be evaluated; refuse.
@@ -47,7 +51,10 @@ impl DmarcVerifier {
             .authenticator
             .verify_spf(SpfParameters::verify(origin.ip, origin.helo, &self.host, &sender))
             .await;
-        let mail_from_domain = origin.mail_from.map(|m| m.domain().to_owned()).unwrap_or_else(|| origin.helo.to_ascii_lowercase());
+        let mail_from_domain = origin
+            .mail_from
+            .map(|m| m.domain().to_owned())
+            .unwrap_or_else(|| origin.helo.to_ascii_lowercase());
         let dmarc = self
             .authenticator
             .verify_dmarc(DmarcParameters::new(&message, &dkim, &mail_from_domain, &spf))
@@ -57,7 +64,9 @@ impl DmarcVerifier {
         if results.iter().any(|r| **r == DmarcResult::Pass) {
             return DmarcOutcome::Pass;
         }
-        if let Some(DmarcResult::TempError(e)) = results.iter().find(|r| matches!(r, DmarcResult::TempError(_))) {
+        if let Some(DmarcResult::TempError(e)) =
+            results.iter().find(|r| matches!(r, DmarcResult::TempError(_)))
+        {
             return DmarcOutcome::TempError(e.to_string());
         }
         if dmarc.result() != DmarcResult::None {

@@ -89,9 +89,23 @@ pub fn notice(
         None => "It could not be delivered in the time allowed.".to_owned(),
     };
     let mut message = Vec::with_capacity(1024);
-    push(&mut message, "From", &mailbox(&NamedAddress { name: Some("Mail Delivery System".into()), address: format!("mailer-daemon@{relay_domain}") }));
+    push(
+        &mut message,
+        "From",
+        &mailbox(&NamedAddress {
+            name: Some("Mail Delivery System".into()),
+            address: format!("mailer-daemon@{relay_domain}"),
+        }),
+    );
     push(&mut message, "To", &mailbox(&reader));
-    push(&mut message, "Subject", &format!("Undelivered: your message about order {}", crate::rewrite::headers::encode_text(&thread.order)));
+    push(
+        &mut message,
+        "Subject",
+        &format!(
+            "Undelivered: your message about order {}",
+            crate::rewrite::headers::encode_text(&thread.order)
+        ),
+    );
     push(&mut message, "Date", &crate::time::rfc5322(crate::store::now()));
     push(&mut message, "Message-ID", &format!("<{}@{relay_domain}>", crate::address::random_token(24)));
     // RFC 3834 5: an automatic message; autoresponders must not answer it.
@@ -133,8 +147,13 @@ mod tests {
     fn reads_a_dsn() {
         let dsn = b"From: MAILER-DAEMON@mx.example\r\nTo: bounce+abc@relay.test\r\nSubject: Undelivered\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsorry\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\nFinal-Recipient: rfc822; jane@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n";
         assert_eq!(parse_dsn(dsn), BounceReport { status: Some("5.1.1".into()), permanent: true });
-        let delayed = String::from_utf8_lossy(dsn).replace("Action: failed", "Action: delayed").replace("5.1.1", "4.4.1");
-        assert_eq!(parse_dsn(delayed.as_bytes()), BounceReport { status: Some("4.4.1".into()), permanent: false });
+        let delayed = String::from_utf8_lossy(dsn)
+            .replace("Action: failed", "Action: delayed")
+            .replace("5.1.1", "4.4.1");
+        assert_eq!(
+            parse_dsn(delayed.as_bytes()),
+            BounceReport { status: Some("4.4.1".into()), permanent: false }
+        );
         assert_eq!(parse_dsn(b"Subject: out of office\r\n\r\nback monday\r\n").status, None);
     }
 

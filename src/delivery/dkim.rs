@@ -7,8 +7,8 @@ use base64::Engine;
 use mail_auth::common::crypto::{DkimKey, Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{DkimSigner, Done};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
 
 /// Headers covered by the signature. List-Unsubscribe and List-Unsubscribe-Post must be
 /// (RFC 8058 4) for mail clients to offer one-click revocation.
@@ -57,19 +57,24 @@ impl Signer {
     pub fn load(path: &Path, domain: &str, selector: &str) -> Result<Self, DkimError> {
         let err = |problem: String| DkimError::Key { path: path.display().to_string(), problem };
         let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| err(format!("not a PEM private key ({e})")))?;
+        let der =
+            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| err(format!("not a PEM private key ({e})")))?;
         let (key, public_key, kind) = match Ed25519Key::from_pkcs8_der(der.secret_der()) {
             Ok(k) => {
                 let public = k.public_key();
                 (DkimKey::Ed25519(k), public, Algorithm::Ed25519)
             }
             Err(_) => {
-                let k = RsaKey::<Sha256>::from_key_der(der.clone_key()).map_err(|e| err(format!("neither Ed25519 nor RSA: {e}")))?;
+                let k = RsaKey::<Sha256>::from_key_der(der.clone_key())
+                    .map_err(|e| err(format!("neither Ed25519 nor RSA: {e}")))?;
                 let public = spki_rsa(&k.public_key());
                 (DkimKey::Rsa(k), public, Algorithm::Rsa)
             }
         };
-        let signer = DkimSigner::from_key(key).domain(domain).selector(selector).headers(SIGNED_HEADERS.iter().copied());
+        let signer = DkimSigner::from_key(key)
+            .domain(domain)
+            .selector(selector)
+            .headers(SIGNED_HEADERS.iter().copied());
         Ok(Self { signer, public_key: base64::engine::general_purpose::STANDARD.encode(public_key), kind })
     }
 
@@ -97,7 +102,8 @@ pub fn generate(path: &Path, algorithm: Algorithm) -> Result<(), DkimError> {
     let (label, der) = match algorithm {
         Algorithm::Ed25519 => ("PRIVATE KEY", Ed25519Key::generate_pkcs8().map_err(|e| err(e.to_string()))?),
         Algorithm::Rsa => {
-            let pair = mail_auth::dkim::generate::DkimKeyPair::generate_rsa(2048).map_err(|e| err(e.to_string()))?;
+            let pair =
+                mail_auth::dkim::generate::DkimKeyPair::generate_rsa(2048).map_err(|e| err(e.to_string()))?;
             ("RSA PRIVATE KEY", pair.private_key().to_vec())
         }
     };
@@ -124,7 +130,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// (RFC 6376 3.6.1, as `openssl rsa -pubout` prints it).
 fn spki_rsa(pkcs1: &[u8]) -> Vec<u8> {
     // AlgorithmIdentifier { rsaEncryption, NULL }
-    const ALGORITHM: &[u8] = &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+    const ALGORITHM: &[u8] =
+        &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
     let mut bit_string = vec![0x00];
     bit_string.extend_from_slice(pkcs1);
     let mut inner = ALGORITHM.to_vec();

@@ -165,7 +165,12 @@ impl Workers {
         }
     }
 
-    async fn give_up(&self, msg: &Leased, reason: &str, status: Option<&str>) -> Result<(), crate::store::StoreError> {
+    async fn give_up(
+        &self,
+        msg: &Leased,
+        reason: &str,
+        status: Option<&str>,
+    ) -> Result<(), crate::store::StoreError> {
         metrics::counter!("maskrelay_delivery_failed_total").increment(1);
         warn!(queue_id = %msg.id, "delivery failed for good");
         let thread = crate::store::threads::get(&self.db, &msg.thread_id).await.ok();
@@ -210,12 +215,16 @@ pub fn redact_reply(reply: &str, rcpt: &str) -> String {
 
 /// The RFC 3463 code in a remote reply ("550 5.1.1 …" → "5.1.1"), or the basic code.
 fn enhanced_status(reply: &str) -> Option<String> {
-    let words: Vec<&str> = reply.split(|c: char| c.is_whitespace() || c == ':' || c == '(' || c == ')').collect();
+    let words: Vec<&str> =
+        reply.split(|c: char| c.is_whitespace() || c == ':' || c == '(' || c == ')').collect();
     let enhanced = words.iter().find(|w| {
         let parts: Vec<&str> = w.split('.').collect();
         parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
     });
-    enhanced
-        .map(|s| s.to_string())
-        .or_else(|| words.iter().find(|w| w.len() == 3 && w.starts_with('5') && w.chars().all(|c| c.is_ascii_digit())).map(|s| s.to_string()))
+    enhanced.map(|s| s.to_string()).or_else(|| {
+        words
+            .iter()
+            .find(|w| w.len() == 3 && w.starts_with('5') && w.chars().all(|c| c.is_ascii_digit()))
+            .map(|s| s.to_string())
+    })
 }

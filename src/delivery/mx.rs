@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::RData;
+use lettre::Tokio1Executor;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
-use lettre::Tokio1Executor;
 
 use super::{DeliveryError, DeliveryFuture, Dispatcher, Envelope};
 

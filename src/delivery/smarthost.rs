@@ -72,8 +72,7 @@ pub async fn send(
 
 fn lettre_envelope(envelope: &Envelope) -> Result<lettre::address::Envelope, DeliveryError> {
     let parse = |s: &str| {
-        s.parse::<lettre::Address>()
-            .map_err(|_| DeliveryError::Permanent("invalid envelope address".into()))
+        s.parse::<lettre::Address>().map_err(|_| DeliveryError::Permanent("invalid envelope address".into()))
     };
     // An empty reverse-path is the null sender `<>` of notices.
     let from = if envelope.mail_from.is_empty() { None } else { Some(parse(&envelope.mail_from)?) };

@@ -136,12 +136,7 @@ fn leased_from_row(r: &AnyRow) -> Result<Leased, StoreError> {
 /// Takes up to `limit` due messages for `lease` time. A worker that dies lets its lease
 /// run out and another takes the messages over: nothing is lost, and since a lease is
 /// only taken over after it expired, nothing is sent twice by two live workers.
-pub async fn lease(
-    db: &Db,
-    worker: &str,
-    limit: i64,
-    lease: Duration,
-) -> Result<Vec<Leased>, StoreError> {
+pub async fn lease(db: &Db, worker: &str, limit: i64, lease: Duration) -> Result<Vec<Leased>, StoreError> {
     let t = now();
     let sql = match db.backend {
         Backend::Sqlite => LEASE_SQLITE,
@@ -192,7 +187,8 @@ pub async fn find_sent(db: &Db, queue_id: &str) -> Result<Option<(String, Side)>
     .bind(now() - SENT_RETENTION_SECS)
     .fetch_optional(&db.pool)
     .await?;
-    row.map(|r| Ok((r.try_get("thread_id")?, parse_direction(&r.try_get::<String, _>("direction")?)?))).transpose()
+    row.map(|r| Ok((r.try_get("thread_id")?, parse_direction(&r.try_get::<String, _>("direction")?)?)))
+        .transpose()
 }
 
 /// Forgets sent-message records older than the bounce window.
@@ -205,12 +201,7 @@ pub async fn prune_sent(db: &Db) -> Result<u64, StoreError> {
 }
 
 /// A transient failure: try again at `next_attempt_at`.
-pub async fn retry_later(
-    db: &Db,
-    id: &str,
-    next_attempt_at: i64,
-    error: &str,
-) -> Result<(), StoreError> {
+pub async fn retry_later(db: &Db, id: &str, next_attempt_at: i64, error: &str) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE queue SET attempts = attempts + 1, next_attempt_at = $2, locked_until = 0, \
          locked_by = NULL, last_error = $3 WHERE id = $1",
@@ -271,9 +262,8 @@ pub async fn list(db: &Db, limit: i64) -> Result<Vec<QueuedInfo>, StoreError> {
 
 /// How many messages wait, and the age in seconds of the oldest.
 pub async fn depth(db: &Db) -> Result<(i64, i64), StoreError> {
-    let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM queue")
-        .fetch_one(&db.pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM queue").fetch_one(&db.pool).await?;
     let n: i64 = row.try_get("n")?;
     let oldest: Option<i64> = row.try_get("oldest")?;
     Ok((n, oldest.map(|o| now() - o).unwrap_or(0)))

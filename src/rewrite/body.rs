@@ -41,10 +41,8 @@ fn rewrite_text(text: &str, replace: &[(String, String)]) -> Option<String> {
 
 /// A leaf text part that may be rewritten (text/calendar is left alone: SPEC).
 fn text_of<'a>(part: &'a MessagePart<'_>) -> Option<&'a str> {
-    let is_calendar = part
-        .content_type()
-        .and_then(|ct| ct.subtype())
-        .is_some_and(|s| s.eq_ignore_ascii_case("calendar"));
+    let is_calendar =
+        part.content_type().and_then(|ct| ct.subtype()).is_some_and(|s| s.eq_ignore_ascii_case("calendar"));
     match &part.body {
         PartType::Text(t) | PartType::Html(t) if !is_calendar => Some(t.as_ref()),
         _ => None,
@@ -89,11 +87,7 @@ fn encode_part(part: &MessagePart<'_>, text: &str) -> (Vec<(String, String)>, Ve
 }
 
 /// When the root part itself is a text part that needs rewriting.
-pub fn rewrite_root(
-    message: &Message<'_>,
-    _raw: &[u8],
-    replace: &[(String, String)],
-) -> Option<RootRewrite> {
+pub fn rewrite_root(message: &Message<'_>, _raw: &[u8], replace: &[(String, String)]) -> Option<RootRewrite> {
     if replace.is_empty() {
         return None;
     }
@@ -181,11 +175,9 @@ fn rewrite_nested(nested: &Message<'_>, raw: &[u8], replace: &[(String, String)]
             continue;
         }
         match decoded.and_then(|d| rewrite_text(&d, replace)) {
-            Some(clean) => super::headers::push(
-                &mut out,
-                h.name.as_str(),
-                &super::headers::encode_text(&clean),
-            ),
+            Some(clean) => {
+                super::headers::push(&mut out, h.name.as_str(), &super::headers::encode_text(&clean))
+            }
             // Address headers: the raw text with the addresses replaced.
             None => {
                 if let Some(clean) = rewrite_text(&text, replace) {
@@ -201,9 +193,7 @@ fn rewrite_nested(nested: &Message<'_>, raw: &[u8], replace: &[(String, String)]
             let mut with_headers = Vec::new();
             for line in split_header_fields(&out) {
                 let lower = String::from_utf8_lossy(line).to_ascii_lowercase();
-                if lower.starts_with("content-type:")
-                    || lower.starts_with("content-transfer-encoding:")
-                {
+                if lower.starts_with("content-type:") || lower.starts_with("content-transfer-encoding:") {
                     continue;
                 }
                 if line != b"\r\n" {

@@ -174,9 +174,7 @@ fn encoded_word(s: &str) -> String {
     }
     words
         .iter()
-        .map(|w| {
-            format!("=?utf-8?b?{}?=", base64::engine::general_purpose::STANDARD.encode(w))
-        })
+        .map(|w| format!("=?utf-8?b?{}?=", base64::engine::general_purpose::STANDARD.encode(w)))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -229,7 +227,6 @@ mod tests {
         let m = NamedAddress { name: Some("Acme \"Shop\"".into()), address: "a@r.example".into() };
         assert_eq!(mailbox(&m), "\"Acme \\\"Shop\\\"\" <a@r.example>");
     }
-
 
     #[test]
     fn replace_is_case_insensitive() {

@@ -51,12 +51,7 @@ pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
 }
 
 /// The rewritten message: new header block, then the body with rewritten text parts.
-pub fn rewrite(
-    message: &Message<'_>,
-    raw: &[u8],
-    plan: &Plan,
-    ids: &IdMap,
-) -> Result<Vec<u8>, RewriteError> {
+pub fn rewrite(message: &Message<'_>, raw: &[u8], plan: &Plan, ids: &IdMap) -> Result<Vec<u8>, RewriteError> {
     let root = message.parts.first().ok_or(RewriteError::Unparseable)?;
     let body_start = (root.offset_body as usize).min(raw.len());
     let mut out = Vec::with_capacity(raw.len() + 512);

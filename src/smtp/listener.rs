@@ -7,8 +7,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::{Context, Listener};
 use super::reply;
+use super::{Context, Listener};
 use crate::shutdown::Shutdown;
 
 /// Serves `listener` until shutdown. Connections over `smtp.max_connections` get a 421

@@ -40,15 +40,24 @@ pub const BYE: Reply = r(221, "2.0.0 Bye");
 pub const VRFY: Reply = r(252, "2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
 pub const HELP: Reply = r(214, "2.0.0 This is maskrelay; see RFC 5321 for the commands it speaks");
 
-pub const NO_SUCH_ALIAS: Reply = r(550, "5.1.1 No such address here: it is unknown, revoked, expired or erased");
-pub const NOT_RELAY_DOMAIN: Reply = r(550, "5.7.1 Relaying denied: this server only accepts mail for its own alias domain");
-pub const SENDER_NOT_ALLOWED: Reply = r(550, "5.7.1 This sender may not write to this address; the attempt has been recorded");
-pub const SENDER_NOT_AUTHENTICATED: Reply = r(550, "5.7.1 The From address of this message could not be authenticated (DMARC); the attempt has been recorded");
+pub const NO_SUCH_ALIAS: Reply =
+    r(550, "5.1.1 No such address here: it is unknown, revoked, expired or erased");
+pub const NOT_RELAY_DOMAIN: Reply =
+    r(550, "5.7.1 Relaying denied: this server only accepts mail for its own alias domain");
+pub const SENDER_NOT_ALLOWED: Reply =
+    r(550, "5.7.1 This sender may not write to this address; the attempt has been recorded");
+pub const SENDER_NOT_AUTHENTICATED: Reply = r(
+    550,
+    "5.7.1 The From address of this message could not be authenticated (DMARC); the attempt has been recorded",
+);
 pub const NO_FROM: Reply = r(550, "5.7.1 Message has no usable From header");
 pub const TOO_BIG: Reply = r(552, "5.3.4 Message exceeds the maximum size this relay accepts");
-pub const STORAGE_UNAVAILABLE: Reply = r(451, "4.3.0 Cannot store the message safely right now; please try again later");
-pub const AUTH_TEMPFAIL: Reply = r(451, "4.7.0 Cannot authenticate the sender right now (DNS); please try again later");
-pub const TOO_MANY_RECIPIENTS: Reply = r(452, "4.5.3 Too many recipients for one message; send the rest in another");
+pub const STORAGE_UNAVAILABLE: Reply =
+    r(451, "4.3.0 Cannot store the message safely right now; please try again later");
+pub const AUTH_TEMPFAIL: Reply =
+    r(451, "4.7.0 Cannot authenticate the sender right now (DNS); please try again later");
+pub const TOO_MANY_RECIPIENTS: Reply =
+    r(452, "4.5.3 Too many recipients for one message; send the rest in another");
 pub const UNPARSEABLE: Reply = r(554, "5.6.0 Message could not be parsed as RFC 5322 mail");
 
 pub const GREET_FIRST: Reply = r(503, "5.5.1 Send EHLO or HELO first");
@@ -65,13 +74,15 @@ pub const ALREADY_TLS: Reply = r(503, "5.5.1 TLS is already active");
 pub const READY_TLS: Reply = r(220, "2.0.0 Ready to start TLS");
 pub const ENCRYPTION_REQUIRED: Reply = r(538, "5.7.11 Encryption required: send STARTTLS first");
 pub const AUTH_REQUIRED: Reply = r(530, "5.7.0 Authentication required: log in with AUTH first");
-pub const BAD_SEQUENCE_AUTH: Reply = r(503, "5.5.1 AUTH is only allowed once, after EHLO and outside a transaction");
+pub const BAD_SEQUENCE_AUTH: Reply =
+    r(503, "5.5.1 AUTH is only allowed once, after EHLO and outside a transaction");
 pub const AUTH_MECHANISM: Reply = r(504, "5.5.4 Unrecognized authentication mechanism; use PLAIN or LOGIN");
 pub const AUTH_CANCELLED: Reply = r(501, "5.5.2 Authentication cancelled or malformed");
 pub const AUTH_OK: Reply = r(235, "2.7.0 Authentication successful");
 pub const AUTH_FAILED: Reply = r(535, "5.7.8 Authentication credentials invalid");
 pub const AUTH_TEMPFAIL_STORAGE: Reply = r(454, "4.7.0 Temporary authentication failure; try again later");
-pub const NOT_YOUR_SHOPPER: Reply = r(550, "5.7.1 This login may only write to shopper aliases of its own store");
+pub const NOT_YOUR_SHOPPER: Reply =
+    r(550, "5.7.1 This login may only write to shopper aliases of its own store");
 pub const NO_AUTH: Reply = r(503, "5.5.1 AUTH is not available on this listener");
 
 pub const TOO_MANY_ERRORS: Reply = r(421, "4.7.0 Too many errors, closing connection");

@@ -12,9 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
 use super::Context;
+use super::Listener;
 use super::reply::{self, Reply};
 use super::transaction::{self, BounceTarget, Recipient, Transaction};
-use super::Listener;
 use crate::address::{Mailbox, Side, StoreId};
 use crate::auth::Decision;
 use crate::shutdown::Shutdown;
@@ -113,7 +113,8 @@ impl Session {
     /// client said before it; the input was already emptied when STARTTLS was accepted.
     async fn start_tls(&mut self) -> bool {
         let Some(acceptor) = self.ctx.tls.clone() else { return false };
-        let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())));
+        let plain =
+            std::mem::replace(&mut self.io, Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())));
         let timeout = Duration::from_secs(self.ctx.config.smtp.idle_timeout_secs);
         match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
             Ok(Ok(tls)) => {
@@ -383,10 +384,13 @@ impl Session {
                 response.and_then(|r| decode_plain(&r))
             }
             smtp_proto::AUTH_LOGIN => {
-                let user = if initial.is_empty() { self.challenge("VXNlcm5hbWU6").await } else { Some(initial) };
+                let user =
+                    if initial.is_empty() { self.challenge("VXNlcm5hbWU6").await } else { Some(initial) };
                 let user = user.and_then(|u| decode_b64(&u));
                 match user {
-                    Some(u) => self.challenge("UGFzc3dvcmQ6").await.and_then(|p| decode_b64(&p)).map(|p| (u, p)),
+                    Some(u) => {
+                        self.challenge("UGFzc3dvcmQ6").await.and_then(|p| decode_b64(&p)).map(|p| (u, p))
+                    }
                     None => None,
                 }
             }
@@ -532,10 +536,17 @@ impl Session {
     async fn bounce_recipient(&self, queue_id: &str, mut tx: Transaction) -> (Reply, Transaction) {
         let db = &self.ctx.db;
         let target = async {
-            let Some((thread_id, direction)) = crate::queue::find_sent(db, queue_id).await? else { return Ok(None) };
+            let Some((thread_id, direction)) = crate::queue::find_sent(db, queue_id).await? else {
+                return Ok(None);
+            };
             let thread = threads::get(db, &thread_id).await?;
             let store = crate::store::stores::get_any(db, &thread.store_id).await?;
-            Ok::<_, crate::store::StoreError>(Some(BounceTarget { queue_id: queue_id.to_owned(), thread, store, direction }))
+            Ok::<_, crate::store::StoreError>(Some(BounceTarget {
+                queue_id: queue_id.to_owned(),
+                thread,
+                store,
+                direction,
+            }))
         };
         match target.await {
             Ok(Some(t)) => {

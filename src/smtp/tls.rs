@@ -26,12 +26,14 @@ pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, TlsError
     if certs.is_empty() {
         return Err(TlsError::Cert(cert_path.to_owned(), "no certificate in the file".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Key(key_path.to_owned(), e.to_string()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Setup(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| TlsError::Key(key_path.to_owned(), e.to_string()))?;
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Setup(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| TlsError::Setup(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -161,8 +161,7 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
 
     let mut refused = None;
     for rcpt in tx.recipients.iter().filter(|_| tx.login.is_none()) {
-        match ctx.auth.after_data(header_from.as_ref(), rcpt.side, &rcpt.thread, &rcpt.store, &dmarc)
-        {
+        match ctx.auth.after_data(header_from.as_ref(), rcpt.side, &rcpt.thread, &rcpt.store, &dmarc) {
             Decision::Allow => {}
             Decision::TryLater(reason) => {
                 info!(reason, "sender authentication deferred");
@@ -199,8 +198,7 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
         });
         let ids = std::iter::once(own_id.as_str()).chain(rewrite::referenced_ids(&message));
         let idmap = IdMap::plan(&rcpt.thread.id, &ctx.config.relay.domain, &known, ids);
-        let Some((mut plan, rcpt_to)) = plan_for(ctx, tx, rcpt, header_from.as_ref(), &idmap, &own_id)
-        else {
+        let Some((mut plan, rcpt_to)) = plan_for(ctx, tx, rcpt, header_from.as_ref(), &idmap, &own_id) else {
             return reply::NO_SUCH_ALIAS;
         };
         plan.extra_headers.push(("Authentication-Results", auth_results.clone()));

@@ -1,7 +1,7 @@
 //! The `submission_credentials` table: per-store SMTP AUTH logins, argon2-hashed.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sqlx::Row;
 
 use super::{Db, StoreError, now};
@@ -23,7 +23,10 @@ pub async fn create(db: &Db, store: &StoreId) -> Result<NewCredential, StoreErro
         let password = password.clone();
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;
-            Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| StoreError::Corrupt(e.to_string()))?
@@ -58,7 +61,8 @@ pub async fn verify(db: &Db, username: &str, password: &str) -> Result<Option<St
     };
     let password = password.to_owned();
     let ok = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        PasswordHash::new(&hash)
+            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
     })
     .await
     .unwrap_or(false);
@@ -66,4 +70,5 @@ pub async fn verify(db: &Db, username: &str, password: &str) -> Result<Option<St
 }
 
 /// An argon2 hash of a random password nobody knows.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0HkiE7iY0d1fYHlZnUEzxmBCk5PwPFhpsrVBt4Q3t3s";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0HkiE7iY0d1fYHlZnUEzxmBCk5PwPFhpsrVBt4Q3t3s";

@@ -54,9 +54,8 @@ impl Db {
             }
             _ => url.to_owned(),
         };
-        let options = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5));
+        let options =
+            AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(5));
         let options = match backend {
             Backend::Sqlite => options.after_connect(|conn, _meta| {
                 Box::pin(async move {

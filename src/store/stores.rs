@@ -21,10 +21,7 @@ pub struct Store {
 impl Store {
     /// Whether `from` is one of the store's approved senders.
     pub fn approves(&self, from: &Mailbox) -> bool {
-        self.senders
-            .iter()
-            .filter_map(|s| SenderPattern::parse(s).ok())
-            .any(|p| p.matches(from))
+        self.senders.iter().filter_map(|s| SenderPattern::parse(s).ok()).any(|p| p.matches(from))
     }
     pub fn contact_mailbox(&self) -> Result<Mailbox, StoreError> {
         Mailbox::parse(&self.contact).map_err(|_| StoreError::Corrupt("store contact".into()))
@@ -63,8 +60,7 @@ pub(crate) fn from_prefixed_row(row: &AnyRow, prefix: &str) -> Result<Store, Sto
         id: StoreId::parse(&id).map_err(|_| StoreError::Corrupt("store id".into()))?,
         name: row.try_get(col("name").as_str())?,
         contact: row.try_get(col("contact").as_str())?,
-        senders: serde_json::from_str(&senders)
-            .map_err(|_| StoreError::Corrupt("store senders".into()))?,
+        senders: serde_json::from_str(&senders).map_err(|_| StoreError::Corrupt("store senders".into()))?,
         created_at: row.try_get(col("created_at").as_str())?,
     })
 }

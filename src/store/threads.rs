@@ -4,9 +4,9 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, StoreError, now};
 use super::events::{self, EventKind, NewEvent};
 use super::stores::Store;
+use super::{Db, StoreError, now};
 use crate::address::{self, Mailbox, Side, StoreId};
 
 /// A thread's state as the SPEC names it. `Expired` is derived from `expires_at`, so a
@@ -142,10 +142,7 @@ pub async fn get(db: &Db, id: &str) -> Result<Thread, StoreError> {
 
 /// The thread behind an alias local part (case-insensitive), which side it stands for,
 /// and its store: one round trip, as it runs once per RCPT.
-pub async fn find_by_alias(
-    db: &Db,
-    local: &str,
-) -> Result<Option<(Thread, Side, Store)>, StoreError> {
+pub async fn find_by_alias(db: &Db, local: &str) -> Result<Option<(Thread, Side, Store)>, StoreError> {
     let local = local.to_ascii_lowercase();
     let row = sqlx::query(
         "SELECT t.id, t.store_id, t.order_ref, t.shopper_email, t.shopper_name, t.shopper_alias, \
@@ -177,12 +174,11 @@ pub async fn find_by_revoke_token(db: &Db, token: &str) -> Result<Thread, StoreE
 
 /// Threads of a store, newest first.
 pub async fn list_for_store(db: &Db, store: &StoreId) -> Result<Vec<Thread>, StoreError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(select_where(
-        "WHERE store_id = $1 ORDER BY created_at DESC, id",
-    )))
-    .bind(store.as_str())
-    .fetch_all(&db.pool)
-    .await?;
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(select_where("WHERE store_id = $1 ORDER BY created_at DESC, id")))
+            .bind(store.as_str())
+            .fetch_all(&db.pool)
+            .await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -202,7 +198,12 @@ impl Actor {
     }
 }
 
-async fn record(db: &Db, kind: EventKind, thread: Option<&Thread>, detail: serde_json::Value) -> Result<(), StoreError> {
+async fn record(
+    db: &Db,
+    kind: EventKind,
+    thread: Option<&Thread>,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
     events::record(
         db,
         &NewEvent {

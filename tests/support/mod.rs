@@ -76,10 +76,8 @@ pub fn test_config(db_url: &str, sink: std::net::SocketAddr) -> Config {
         .strip_prefix("sqlite://")
         .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
         .unwrap_or_else(std::env::temp_dir);
-    c.dkim.private_key_path = key_dir
-        .join(format!("dkim-{}.pem", maskrelay::address::random_token(12)))
-        .display()
-        .to_string();
+    c.dkim.private_key_path =
+        key_dir.join(format!("dkim-{}.pem", maskrelay::address::random_token(12))).display().to_string();
     c
 }
 
@@ -94,11 +92,7 @@ impl TestRelay {
     pub async fn start(config: Config) -> Self {
         let relay = Relay::start(config).await.expect("relay starts");
         let base = format!("http://{}", relay.api_addr);
-        Self {
-            relay,
-            http: reqwest::Client::new(),
-            base,
-        }
+        Self { relay, http: reqwest::Client::new(), base }
     }
 
     pub fn smtp(&self) -> std::net::SocketAddr {
@@ -123,10 +117,7 @@ impl TestRelay {
         let resp = req.send().await.expect("http");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// Creates store "acme" with sender orders@acme.example, contact support@acme.example.
@@ -135,10 +126,8 @@ impl TestRelay {
             .api(
                 "POST",
                 "/v1/stores",
-                Some(
-                    json!({"id": "acme", "name": "Acme Shop", "contact": "support@acme.example",
-                            "senders": ["orders@acme.example"]}),
-                ),
+                Some(json!({"id": "acme", "name": "Acme Shop", "contact": "support@acme.example",
+                            "senders": ["orders@acme.example"]})),
             )
             .await;
         assert_eq!(s, 201, "{v}");
