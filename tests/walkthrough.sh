@@ -3,12 +3,13 @@
 # a message sent with Python's smtplib, and checks what the sink printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${MASKRELAY_BIN:-target/debug/maskrelay}
+BIN=${MASKRELAY_BIN:-${CARGO_TARGET_DIR:-target}/debug/maskrelay}
 [ -x "$BIN" ] || cargo build --quiet --bin maskrelay
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+fail() { echo "walkthrough: $1"; echo "--- sink"; cat "$work/sink.log"; echo "--- relay"; cat "$work/relay.log"; exit 1; }
 
 python3 -u deploy/sink.py 2526 >"$work/sink.log" 2>&1 & pids+=($!)
 MASKRELAY_API_TOKEN=walkthrough-token-123456 \
@@ -18,6 +19,7 @@ MASKRELAY_DATABASE_URL="sqlite://$work/walkthrough.db" MASKRELAY_DKIM_PRIVATE_KE
 "$BIN" serve >"$work/relay.out" 2>"$work/relay.log" & pids+=($!)
 
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done
+curl -sf http://127.0.0.1:8080/healthz >/dev/null || fail "the relay did not come up on 127.0.0.1:8080"
 auth=(-H 'Authorization: Bearer walkthrough-token-123456' -H 'Content-Type: application/json')
 curl -sf -X POST http://127.0.0.1:8080/v1/stores "${auth[@]}" \
   -d '{"id":"acme","name":"Acme Shop","contact":"support@acme.example","senders":["orders@acme.example"]}' >/dev/null
@@ -38,7 +40,6 @@ with smtplib.SMTP("127.0.0.1", 2525) as s:
 PY
 
 for _ in $(seq 1 100); do grep -q "Hello Jane" "$work/sink.log" && break; sleep 0.1; done
-fail() { echo "walkthrough: $1"; echo "--- sink"; cat "$work/sink.log"; echo "--- relay"; cat "$work/relay.log"; exit 1; }
 grep -q 'To: "Jane" <jane@example.com>' "$work/sink.log" || fail "shopper did not get the mail"
 grep -q 'From: "Acme Shop" <acme\.' "$work/sink.log" || fail "store not masked"
 grep -q "acme.example" "$work/sink.log" && fail "the store's address reached the shopper"
