@@ -221,6 +221,8 @@ impl Default for Threads {
 }
 
 const ENV_PREFIX: &str = "MASKRELAY_";
+const SECTIONS: &[&str] =
+    &["relay", "smtp", "submission", "auth", "dns", "dkim", "egress", "database", "api", "threads"];
 
 impl Config {
     /// Defaults, then the file (if any), then the environment.
@@ -244,6 +246,11 @@ impl Config {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
             let Some((section, key)) = rest.split_once('_') else { continue };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            // Other MASKRELAY_* variables (MASKRELAY_LOG, the test suite's) are not config;
+            // a wrong key inside a real section still is an error.
+            if !SECTIONS.contains(&section.as_str()) {
+                continue;
+            }
             let entry =
                 table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let toml::Value::Table(t) = entry else {
@@ -363,6 +370,7 @@ mod tests {
                 ("MASKRELAY_API_TOKEN", "0123456789abcdef0123"),
                 ("MASKRELAY_DNS_NAMESERVERS", "[\"127.0.0.1:5353\"]"),
                 ("OTHER_VAR", "x"),
+                ("MASKRELAY_REQUIRE_POSTGRES", "1"),
             ]),
         )
         .unwrap();
@@ -390,6 +398,8 @@ mod tests {
         assert!(e.to_string().contains("listn"), "{e}");
         let e = Config::from_toml_and_env("[smtp]\nmax_recipients = \"many\"\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("max_recipients"), "{e}");
+        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_SMTP_LISTN", "127.0.0.1:25")])).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MODE", "smarthost")])).unwrap_err();
         assert!(e.to_string().contains("egress.smarthost"), "{e}");
     }
