@@ -76,6 +76,7 @@ async fn suite(url: &str) {
             direction: Side::Shopper,
             rcpt_to: Mailbox::parse("jane@shopper.example").unwrap(),
             message: format!("msg {i}\r\n").into_bytes(),
+            null_sender: false,
         })
         .collect();
     let mapping = IdMapping {
