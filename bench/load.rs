@@ -256,6 +256,7 @@ async fn fixture(db: &Db, domain: &str) -> Result<String> {
             contact: Mailbox::parse(STORE_CONTACT)?,
             senders: vec![SenderPattern::parse(STORE_SENDER)?],
         },
+        maskrelay::store::audit::Actor::Cli,
     )
     .await
     .context("create store")?;
@@ -268,6 +269,7 @@ async fn fixture(db: &Db, domain: &str) -> Result<String> {
             shopper_name: Some("Bench Shopper".into()),
             ttl_days: 30,
         },
+        maskrelay::store::audit::Actor::Cli,
     )
     .await
     .context("create thread")?;

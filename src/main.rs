@@ -9,6 +9,7 @@ use maskrelay::api::stores::NewStore;
 use maskrelay::api::threads::{NewThreadRequest, ShopperInput, ThreadView};
 use maskrelay::config::Config;
 use maskrelay::server::Relay;
+use maskrelay::store::audit::Actor;
 use maskrelay::store::{Db, events, stores, threads};
 
 #[derive(Parser)]
@@ -217,17 +218,17 @@ async fn store_cmd(config: &Config, cmd: StoreCmd) -> Result<()> {
     match cmd {
         StoreCmd::Add { id, name, contact, senders } => {
             let (id, fields) = NewStore { id, name, contact, senders }.validate().map_err(api_err)?;
-            print_json(&stores::create(&db, &id, &fields).await?)
+            print_json(&stores::create(&db, &id, &fields, Actor::Cli).await?)
         }
         StoreCmd::List => print_json(&stores::list(&db).await?),
         StoreCmd::Show { id } => print_json(&stores::get(&db, &store_id(&id)?).await?),
         StoreCmd::Delete { id } => {
-            let n = stores::delete(&db, &store_id(&id)?).await?;
+            let n = stores::delete(&db, &store_id(&id)?, Actor::Cli).await?;
             print_json(&serde_json::json!({"deleted": id, "threads_revoked": n}))
         }
         StoreCmd::Leaks { id } => print_json(&events::leaks(&db, store_id(&id)?.as_str()).await?),
         StoreCmd::Credentials { id } => {
-            print_json(&maskrelay::store::credentials::create(&db, &store_id(&id)?).await?)
+            print_json(&maskrelay::store::credentials::create(&db, &store_id(&id)?, Actor::Cli).await?)
         }
     }
 }
@@ -249,7 +250,7 @@ async fn thread_cmd(config: &Config, cmd: ThreadCmd) -> Result<()> {
             if stores::get(&db, &new.store).await.is_err() {
                 bail!("store: no such store");
             }
-            let (thread, _) = threads::create(&db, &new).await?;
+            let (thread, _) = threads::create(&db, &new, Actor::Cli).await?;
             print_json(&ThreadView::new(&thread, config))
         }
         ThreadCmd::Show { id } => print_json(&ThreadView::new(&threads::get(&db, &id).await?, config)),
@@ -258,15 +259,15 @@ async fn thread_cmd(config: &Config, cmd: ThreadCmd) -> Result<()> {
             print_json(&list.iter().map(|t| ThreadView::new(t, config)).collect::<Vec<_>>())
         }
         ThreadCmd::Revoke { id } => {
-            let t = threads::revoke(&db, &id, threads::Actor::Operator).await?;
+            let t = threads::revoke(&db, &id, Actor::Cli).await?;
             print_json(&ThreadView::new(&t, config))
         }
         ThreadCmd::RevokeShopper { email } => {
-            let n = threads::revoke_shopper(&db, &mailbox(&email)?).await?;
+            let n = threads::revoke_shopper(&db, &mailbox(&email)?, Actor::Cli).await?;
             print_json(&serde_json::json!({"revoked": n}))
         }
         ThreadCmd::EraseShopper { email } => {
-            let n = threads::erase_shopper(&db, &mailbox(&email)?).await?;
+            let n = threads::erase_shopper(&db, &mailbox(&email)?, Actor::Cli).await?;
             print_json(&serde_json::json!({"erased": n}))
         }
     }

@@ -191,3 +191,41 @@ async fn revoke_page_asks_on_get_and_revokes_on_post() {
     assert_eq!(bad.status().as_u16(), 404);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_records_who_changed_what() {
+    let (relay, _sink, _dir) = relay().await;
+    relay.acme().await;
+    let thread = relay.thread("order-a").await;
+    let id = thread["id"].as_str().unwrap().to_owned();
+    relay.api("POST", &format!("/v1/threads/{id}/revoke"), None).await;
+    relay.api("POST", "/v1/shoppers/erase", Some(json!({"email": "jane.doe@shopper.example"}))).await;
+    // The shopper's own revoke page is audited as the shopper.
+    let other = relay.thread("order-b").await;
+    relay.http.post(other["revoke_url"].as_str().unwrap()).send().await.unwrap();
+
+    let (s, log) = relay.api("GET", "/v1/audit", None).await;
+    assert_eq!(s, 200, "{log}");
+    let actions: Vec<(String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap().to_owned(), e["action"].as_str().unwrap().to_owned()))
+        .collect();
+    for expected in [
+        ("operator:api", "store.create"),
+        ("operator:api", "thread.create"),
+        ("operator:api", "thread.revoke"),
+        ("operator:api", "shopper.erase"),
+        ("shopper:revoke_page", "thread.revoke"),
+    ] {
+        assert!(
+            actions.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} not in {actions:?}"
+        );
+    }
+    assert!(!log.to_string().contains("jane.doe"), "the audit log holds no shopper address: {log}");
+    let (_, for_thread) = relay.api("GET", &format!("/v1/audit?target={id}"), None).await;
+    assert_eq!(for_thread.as_array().unwrap().len(), 2, "{for_thread}");
+    relay.stop().await;
+}

@@ -26,10 +26,10 @@ async fn suite(url: &str) {
         contact: Mailbox::parse("support@acme.example").unwrap(),
         senders: vec![SenderPattern::parse("@acme.example").unwrap()],
     };
-    let store = stores::create(&db, &acme, &fields).await.unwrap();
+    let store = stores::create(&db, &acme, &fields, Actor::Api).await.unwrap();
     assert!(store.approves(&Mailbox::parse("Anyone@ACME.example").unwrap()));
-    assert!(matches!(stores::create(&db, &acme, &fields).await, Err(StoreError::Conflict(_))));
-    let changed = stores::update(&db, &acme, Some("Acme Ltd"), None, None).await.unwrap();
+    assert!(matches!(stores::create(&db, &acme, &fields, Actor::Api).await, Err(StoreError::Conflict(_))));
+    let changed = stores::update(&db, &acme, Some("Acme Ltd"), None, None, Actor::Api).await.unwrap();
     assert_eq!(changed.name, "Acme Ltd");
     assert_eq!(changed.contact, "support@acme.example");
 
@@ -40,9 +40,9 @@ async fn suite(url: &str) {
         shopper_name: Some("Jane".into()),
         ttl_days: 30,
     };
-    let (t, created) = threads::create(&db, &new).await.unwrap();
+    let (t, created) = threads::create(&db, &new, Actor::Api).await.unwrap();
     assert!(created);
-    let (again, created) = threads::create(&db, &new).await.unwrap();
+    let (again, created) = threads::create(&db, &new, Actor::Api).await.unwrap();
     assert!(!created);
     assert_eq!(again.id, t.id);
     assert_eq!(t.status, ThreadStatus::Active);
@@ -53,7 +53,7 @@ async fn suite(url: &str) {
         .map(|_| {
             let db = db.clone();
             let n = new2.clone();
-            tokio::spawn(async move { threads::create(&db, &n).await.unwrap().0.id })
+            tokio::spawn(async move { threads::create(&db, &n, Actor::Api).await.unwrap().0.id })
         })
         .collect();
     let mut ids = HashSet::new();
@@ -140,17 +140,17 @@ async fn suite(url: &str) {
     assert_eq!(listed.len(), 3);
 
     // Revoke and erase.
-    let revoked = threads::revoke(&db, &t.id, Actor::Operator).await.unwrap();
+    let revoked = threads::revoke(&db, &t.id, Actor::Api).await.unwrap();
     assert_eq!(revoked.status, ThreadStatus::Revoked);
-    assert_eq!(threads::revoke_shopper(&db, &new.shopper).await.unwrap(), 1, "the o-2 thread");
-    assert_eq!(threads::erase_shopper(&db, &new.shopper).await.unwrap(), 2);
+    assert_eq!(threads::revoke_shopper(&db, &new.shopper, Actor::Api).await.unwrap(), 1, "the o-2 thread");
+    assert_eq!(threads::erase_shopper(&db, &new.shopper, Actor::Api).await.unwrap(), 2);
     let erased = threads::get(&db, &t.id).await.unwrap();
     assert_eq!(erased.status, ThreadStatus::Erased);
     assert!(erased.shopper.is_none() && erased.shopper_name.is_none());
     assert_eq!(queue::depth(&db).await.unwrap().0, 0, "queued mail of erased threads is gone");
     assert!(message_ids::for_thread(&db, &t.id).await.unwrap().is_empty());
 
-    assert_eq!(stores::delete(&db, &acme).await.unwrap(), 0);
+    assert_eq!(stores::delete(&db, &acme, Actor::Api).await.unwrap(), 0);
     assert!(matches!(stores::get(&db, &acme).await, Err(StoreError::NotFound)));
 }
 

@@ -36,3 +36,19 @@ pub async fn leaks(State(state): State<AppState>, Path(id): Path<String>) -> Res
     crate::store::stores::get(&state.db, &id).await.map_err(|_| ApiError::not_found("store"))?;
     Ok(Json(events::leaks(&state.db, id.as_str()).await?))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    pub target: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// `GET /v1/audit?target=&limit=`: who changed which store or thread, newest first.
+pub async fn audit(
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<crate::store::audit::AuditEntry>>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let target = q.target.as_deref().filter(|t| !t.is_empty());
+    Ok(Json(crate::store::audit::list(&state.db, target, limit).await?))
+}

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/shoppers/revoke", post(threads::revoke_shopper))
         .route("/v1/shoppers/erase", post(threads::erase_shopper))
         .route("/v1/events", get(events::list))
+        .route("/v1/audit", get(events::audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(operator)

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::errors::{ApiError, ApiJson};
 use crate::address::{Mailbox, SenderPattern, StoreId};
+use crate::store::audit::Actor;
 use crate::store::stores::{self, Store, StoreFields};
 
 /// `POST /v1/stores` body; also what `maskrelay store add` builds.
@@ -75,7 +76,7 @@ pub async fn create(
     ApiJson(body): ApiJson<NewStore>,
 ) -> Result<(StatusCode, Json<Store>), ApiError> {
     let (id, fields) = body.validate()?;
-    let store = stores::create(&state.db, &id, &fields).await?;
+    let store = stores::create(&state.db, &id, &fields, Actor::Api).await?;
     tracing::info!(store = %store.id, "store created");
     Ok((StatusCode::CREATED, Json(store)))
 }
@@ -98,7 +99,9 @@ pub async fn update(
     let name = patch.name.as_deref().map(parse_name).transpose()?;
     let contact = patch.contact.as_deref().map(parse_contact).transpose()?;
     let senders = patch.senders.as_deref().map(parse_senders).transpose()?;
-    match stores::update(&state.db, &id, name.as_deref(), contact.as_ref(), senders.as_deref()).await {
+    match stores::update(&state.db, &id, name.as_deref(), contact.as_ref(), senders.as_deref(), Actor::Api)
+        .await
+    {
         Err(crate::store::StoreError::NotFound) => Err(ApiError::not_found("store")),
         other => Ok(Json(other?)),
     }
@@ -109,7 +112,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
-    match stores::delete(&state.db, &id).await {
+    match stores::delete(&state.db, &id, Actor::Api).await {
         Err(crate::store::StoreError::NotFound) => Err(ApiError::not_found("store")),
         other => Ok(Json(serde_json::json!({"deleted": id.as_str(), "threads_revoked": other?}))),
     }
@@ -122,7 +125,7 @@ pub async fn credentials(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<crate::store::credentials::NewCredential>), ApiError> {
     let id = parse_id(&id)?;
-    match crate::store::credentials::create(&state.db, &id).await {
+    match crate::store::credentials::create(&state.db, &id, Actor::Api).await {
         Err(crate::store::StoreError::NotFound) => Err(ApiError::not_found("store")),
         other => {
             tracing::info!(store = %id, "submission credentials issued");

@@ -113,7 +113,7 @@ pub async fn create(
         Err(StoreError::NotFound) => return Err(ApiError::invalid("store: no such store")),
         other => other?,
     };
-    let (thread, created) = threads::create(&state.db, &new).await?;
+    let (thread, created) = threads::create(&state.db, &new, Actor::Api).await?;
     if created {
         tracing::info!(thread = %thread.id, store = %thread.store_id, "thread created");
     }
@@ -136,7 +136,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ThreadView>, ApiError> {
-    let thread = match threads::revoke(&state.db, &id, Actor::Operator).await {
+    let thread = match threads::revoke(&state.db, &id, Actor::Api).await {
         Err(StoreError::NotFound) => return Err(ApiError::not_found("thread")),
         other => other?,
     };
@@ -151,7 +151,7 @@ pub async fn revoke_shopper(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ShopperRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let n = threads::revoke_shopper(&state.db, &shopper(&body)?).await?;
+    let n = threads::revoke_shopper(&state.db, &shopper(&body)?, Actor::Api).await?;
     Ok(Json(serde_json::json!({"revoked": n})))
 }
 
@@ -159,6 +159,6 @@ pub async fn erase_shopper(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ShopperRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let n = threads::erase_shopper(&state.db, &shopper(&body)?).await?;
+    let n = threads::erase_shopper(&state.db, &shopper(&body)?, Actor::Api).await?;
     Ok(Json(serde_json::json!({"erased": n})))
 }

@@ -16,7 +16,7 @@ pub struct NewCredential {
 
 /// Creates (or replaces) the store's login and returns the password in clear, once.
 /// Hashing is deliberately slow (argon2): it runs on a blocking thread.
-pub async fn create(db: &Db, store: &StoreId) -> Result<NewCredential, StoreError> {
+pub async fn create(db: &Db, store: &StoreId, by: super::audit::Actor) -> Result<NewCredential, StoreError> {
     super::stores::get(db, store).await?;
     let password = crate::address::random_token(32);
     let hash = {
@@ -41,6 +41,7 @@ pub async fn create(db: &Db, store: &StoreId) -> Result<NewCredential, StoreErro
     .bind(now())
     .execute(&db.pool)
     .await?;
+    super::audit::record(db, by, "store.credentials", store.as_str(), serde_json::json!({})).await?;
     Ok(NewCredential { username: store.as_str().to_owned(), password })
 }
 

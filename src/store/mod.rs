@@ -1,6 +1,7 @@
 //! Persistence through sqlx's Any driver: one SQL text serves SQLite and PostgreSQL
 //! (`$N` placeholders, times as i64 Unix seconds). One module per table.
 
+pub mod audit;
 pub mod credentials;
 pub mod events;
 pub mod message_ids;

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::audit::Actor;
 use super::{Db, StoreError, now};
 use crate::address::{Mailbox, SenderPattern, StoreId};
 
@@ -66,7 +67,7 @@ pub(crate) fn from_prefixed_row(row: &AnyRow, prefix: &str) -> Result<Store, Sto
 }
 
 /// Creates a store; a conflict when the id is taken (also by a deleted store).
-pub async fn create(db: &Db, id: &StoreId, f: &StoreFields) -> Result<Store, StoreError> {
+pub async fn create(db: &Db, id: &StoreId, f: &StoreFields, by: Actor) -> Result<Store, StoreError> {
     let res = sqlx::query(
         "INSERT INTO stores (id, name, contact, senders, created_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (id) DO NOTHING",
@@ -81,7 +82,11 @@ pub async fn create(db: &Db, id: &StoreId, f: &StoreFields) -> Result<Store, Sto
     if res.rows_affected() == 0 {
         return Err(StoreError::Conflict(format!("store {id} exists or existed")));
     }
-    get(db, id).await
+    let store = get(db, id).await?;
+    // The contact and senders are the store's business addresses, not a shopper's.
+    let detail = serde_json::json!({"name": store.name, "contact": store.contact, "senders": store.senders});
+    super::audit::record(db, by, "store.create", id.as_str(), detail).await?;
+    Ok(store)
 }
 
 /// A live store.
@@ -125,6 +130,7 @@ pub async fn update(
     name: Option<&str>,
     contact: Option<&Mailbox>,
     senders: Option<&[SenderPattern]>,
+    by: Actor,
 ) -> Result<Store, StoreError> {
     let res = sqlx::query(
         "UPDATE stores SET name = COALESCE($2, name), contact = COALESCE($3, contact), \
@@ -139,12 +145,15 @@ pub async fn update(
     if res.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
-    get(db, id).await
+    let store = get(db, id).await?;
+    let detail = serde_json::json!({"name": store.name, "contact": store.contact, "senders": store.senders});
+    super::audit::record(db, by, "store.update", id.as_str(), detail).await?;
+    Ok(store)
 }
 
 /// Deletes a store: its active threads are revoked, its contact forgotten, and its id kept
 /// reserved so no alias that carries it is ever issued again.
-pub async fn delete(db: &Db, id: &StoreId) -> Result<u64, StoreError> {
+pub async fn delete(db: &Db, id: &StoreId, by: Actor) -> Result<u64, StoreError> {
     let mut tx = db.pool.begin().await?;
     let t = now();
     let res = sqlx::query(
@@ -177,6 +186,14 @@ pub async fn delete(db: &Db, id: &StoreId) -> Result<u64, StoreError> {
             alias: None,
             detail: serde_json::json!({"threads_revoked": revoked}),
         },
+    )
+    .await?;
+    super::audit::record(
+        db,
+        by,
+        "store.delete",
+        id.as_str(),
+        serde_json::json!({"threads_revoked": revoked}),
     )
     .await?;
     Ok(revoked)

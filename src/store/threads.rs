@@ -4,6 +4,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::audit;
+pub use super::audit::Actor;
 use super::events::{self, EventKind, NewEvent};
 use super::stores::Store;
 use super::{Db, StoreError, now};
@@ -92,7 +94,7 @@ pub struct NewThread {
 
 /// Creates the thread, or returns the existing one for the same (store, order, shopper):
 /// `(thread, created)`. Idempotent under concurrent calls (the unique index decides).
-pub async fn create(db: &Db, new: &NewThread) -> Result<(Thread, bool), StoreError> {
+pub async fn create(db: &Db, new: &NewThread, by: Actor) -> Result<(Thread, bool), StoreError> {
     let t = now();
     let expires_at = t + i64::from(new.ttl_days) * 86_400;
     let id = format!("thr_{}", address::random_token(20));
@@ -123,7 +125,12 @@ pub async fn create(db: &Db, new: &NewThread) -> Result<(Thread, bool), StoreErr
         .bind(new.shopper.normalized())
         .fetch_one(&db.pool)
         .await?;
-    Ok((from_row(&row)?, created))
+    let thread = from_row(&row)?;
+    if created {
+        let detail = serde_json::json!({"store": thread.store_id.as_str(), "order": thread.order, "ttl_days": new.ttl_days});
+        audit::record(db, by, "thread.create", &thread.id, detail).await?;
+    }
+    Ok((thread, created))
 }
 
 fn select_where(where_clause: &str) -> String {
@@ -182,22 +189,6 @@ pub async fn list_for_store(db: &Db, store: &StoreId) -> Result<Vec<Thread>, Sto
     rows.iter().map(from_row).collect()
 }
 
-/// Who switched a thread off, for the event record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Actor {
-    Operator,
-    Shopper,
-}
-
-impl Actor {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Operator => "operator",
-            Self::Shopper => "shopper",
-        }
-    }
-}
-
 async fn record(
     db: &Db,
     kind: EventKind,
@@ -230,13 +221,15 @@ pub async fn revoke(db: &Db, id: &str, by: Actor) -> Result<Thread, StoreError> 
     .rows_affected();
     let thread = get(db, id).await?;
     if changed > 0 {
-        record(db, EventKind::ThreadRevoked, Some(&thread), serde_json::json!({"by": by.as_str()})).await?;
+        let who = if by == Actor::Shopper { "shopper" } else { "operator" };
+        record(db, EventKind::ThreadRevoked, Some(&thread), serde_json::json!({"by": who})).await?;
+        audit::record(db, by, "thread.revoke", &thread.id, serde_json::json!({})).await?;
     }
     Ok(thread)
 }
 
 /// Revokes every active thread of a shopper; returns how many changed.
-pub async fn revoke_shopper(db: &Db, shopper: &Mailbox) -> Result<u64, StoreError> {
+pub async fn revoke_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64, StoreError> {
     let res = sqlx::query(
         "UPDATE threads SET status = 'revoked', updated_at = $2 \
          WHERE shopper_key = $1 AND status = 'active'",
@@ -247,13 +240,14 @@ pub async fn revoke_shopper(db: &Db, shopper: &Mailbox) -> Result<u64, StoreErro
     .await?;
     let n = res.rows_affected();
     record(db, EventKind::ThreadRevoked, None, serde_json::json!({"by": "operator", "threads": n})).await?;
+    audit::record(db, by, "shopper.revoke", "shopper", serde_json::json!({"threads": n})).await?;
     Ok(n)
 }
 
 /// Forgets a shopper for good: address and name gone, threads erased (so their aliases
 /// refuse mail and are never reissued), queued mail of those threads and their
 /// Message-ID mappings deleted. Returns how many threads were erased.
-pub async fn erase_shopper(db: &Db, shopper: &Mailbox) -> Result<u64, StoreError> {
+pub async fn erase_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64, StoreError> {
     let key = shopper.normalized();
     let mut tx = db.pool.begin().await?;
     for sql in [
@@ -274,5 +268,6 @@ pub async fn erase_shopper(db: &Db, shopper: &Mailbox) -> Result<u64, StoreError
     tx.commit().await?;
     let n = res.rows_affected();
     record(db, EventKind::ShopperErased, None, serde_json::json!({"threads": n})).await?;
+    audit::record(db, by, "shopper.erase", "shopper", serde_json::json!({"threads": n})).await?;
     Ok(n)
 }
