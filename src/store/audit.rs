@@ -69,14 +69,13 @@ pub async fn list(db: &Db, target: Option<&str>, limit: i64) -> Result<Vec<Audit
     .await?;
     rows.iter()
         .map(|r| {
-            let detail: String = r.try_get("detail")?;
             Ok(AuditEntry {
                 id: r.try_get("id")?,
                 at: crate::time::rfc3339(r.try_get("at")?),
                 actor: r.try_get("actor")?,
                 action: r.try_get("action")?,
                 target: r.try_get("target")?,
-                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                detail: super::json_column(r, "detail")?,
             })
         })
         .collect()

@@ -104,7 +104,6 @@ pub async fn list(
     .await?;
     rows.iter()
         .map(|r| {
-            let detail: String = r.try_get("detail")?;
             Ok(Event {
                 id: r.try_get("id")?,
                 at: r.try_get("at")?,
@@ -112,7 +111,7 @@ pub async fn list(
                 store: r.try_get("store_id")?,
                 thread: r.try_get("thread_id")?,
                 alias: r.try_get("alias")?,
-                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                detail: super::json_column(r, "detail")?,
             })
         })
         .collect()

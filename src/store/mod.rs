@@ -98,3 +98,11 @@ impl Db {
 pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
+
+/// A JSON text column (event and audit details); unreadable JSON reads as null rather than
+/// failing the whole listing.
+pub(crate) fn json_column(row: &sqlx::any::AnyRow, name: &str) -> Result<serde_json::Value, StoreError> {
+    use sqlx::Row;
+    let text: String = row.try_get(name)?;
+    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
