@@ -22,7 +22,8 @@ async fn signed_delivery_verifies(algorithm: Algorithm) {
         Algorithm::Ed25519 => "k=ed25519",
     };
     assert!(record.starts_with(&format!("v=DKIM1; {k}; p=")), "{record}");
-    dns.txt(&format!("{}._domainkey.{DOMAIN}", config.dkim.selector), &record);
+    let selector = config.dkim.selector.clone();
+    dns.txt(&format!("{selector}._domainkey.{DOMAIN}"), &record);
 
     let relay = TestRelay::start(config).await;
     relay.acme().await;
@@ -51,6 +52,8 @@ async fn signed_delivery_verifies(algorithm: Algorithm) {
     assert!(!results.is_empty());
     assert!(results.iter().all(|r| *r.result() == DkimResult::Pass), "{results:?}");
 
+    dkimpy_verifies(&format!("{}._domainkey.{DOMAIN}", selector), &record, &got[0].data, true);
+
     // The same bytes with one changed character do not verify.
     let mut tampered = got[0].data.clone();
     let at = tampered.windows(4).position(|w| w == b"body").unwrap();
@@ -58,7 +61,33 @@ async fn signed_delivery_verifies(algorithm: Algorithm) {
     let message = AuthenticatedMessage::parse(&tampered).unwrap();
     let results = verifier.verify_dkim(&message).await;
     assert!(results.iter().all(|r| *r.result() != DkimResult::Pass), "{results:?}");
+    dkimpy_verifies(&format!("{}._domainkey.{DOMAIN}", selector), &record, &tampered, false);
     relay.stop().await;
+}
+
+/// A second, independent verifier: Python's dkimpy (with PyNaCl for Ed25519), when it is
+/// installed (CI installs it; set MASKRELAY_REQUIRE_DKIMPY to make its absence an error).
+fn dkimpy_verifies(name: &str, record: &str, message: &[u8], expect_pass: bool) {
+    use std::io::Write;
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import dkim, nacl"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        eprintln!("SKIPPED: dkimpy cross-check (pip install dkimpy pynacl to run it)");
+        assert!(std::env::var("MASKRELAY_REQUIRE_DKIMPY").is_err(), "dkimpy is required but missing");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dkimpy_verify.py");
+    let mut child = std::process::Command::new("python3")
+        .args([script, name, record])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.success(), expect_pass, "dkimpy said: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
