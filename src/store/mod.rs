@@ -62,10 +62,12 @@ impl Db {
                 Box::pin(async move {
                     // WAL for readers beside the writer; synchronous=FULL so a commit is on
                     // disk before the 250 goes out (NORMAL may lose the last commits on
-                    // power loss); busy_timeout so concurrent writers wait, not fail.
+                    // power loss); busy_timeout so concurrent writers wait, not fail;
+                    // secure_delete so a delivered message's body and recipient are
+                    // overwritten, not left in free pages of the file.
                     sqlx::raw_sql(
                         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                         PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                         PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;",
                     )
                     .execute(conn)
                     .await?;
