@@ -105,3 +105,30 @@ async fn permanent_failure_is_recorded_without_the_address() {
     }
     relay.stop().await;
 }
+
+/// SPEC: "The relay cannot store it safely now: 451 4.3.0 — never a 250 for mail that is
+/// not stored." The database goes away between RCPT and the end of DATA, and for new RCPTs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_unavailable_gets_451_never_250() {
+    let (url, _dir) = sqlite_url();
+    let sink = Sink::start().await;
+    let relay = TestRelay::start(test_config(&url, sink.addr)).await;
+    relay.acme().await;
+    let alias = relay.thread("order-db").await["shopper_alias"].as_str().unwrap().to_owned();
+    let mut c = Client::ready(relay.smtp()).await;
+    c.cmd("MAIL FROM:<orders@acme.example>", 250).await;
+    c.cmd(&format!("RCPT TO:<{alias}>"), 250).await;
+    // The database becomes unreachable for the relay.
+    relay.relay.db.pool.close().await;
+    let r = c.data(&message("orders@acme.example", &alias, "not stored", "x")).await;
+    assert_eq!(r.code, 451, "{}", r.text);
+    assert!(r.text.contains("4.3.0"), "{}", r.text);
+    c.cmd("MAIL FROM:<orders@acme.example>", 250).await;
+    let r = c.cmd(&format!("RCPT TO:<{alias}>"), 451).await;
+    assert!(r.text.contains("4.3.0"), "{}", r.text);
+    let health = relay.http.get(format!("{}/healthz", relay.base)).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.attempts(), 0);
+    relay.stop().await;
+}
