@@ -184,3 +184,47 @@ async fn relay_runs_on_postgres() {
     assert_eq!(got[0].rcpt_to, ["jane.doe@shopper.example"]);
     relay.stop().await;
 }
+
+/// SPEC: several `serve` processes on one PostgreSQL share the work, no message delivered
+/// twice, none lost when one stops. Two relays on one database, mail accepted by both, one
+/// stopped halfway: every message arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_one_postgres_queue() {
+    let Some(url) = postgres_url().await else { return };
+    let sink = Sink::start().await;
+    let a = TestRelay::start(test_config(&url, sink.addr)).await;
+    let b = TestRelay::start(test_config(&url, sink.addr)).await;
+    let b_smtp = b.smtp();
+    let mut b = Some(b);
+    a.acme().await;
+    let alias = a.thread("shared").await["shopper_alias"].as_str().unwrap().to_owned();
+    let total = 40;
+    let mut ca = Client::ready(a.smtp()).await;
+    let mut cb = Client::ready(b_smtp).await;
+    for i in 0..total {
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        let r = c
+            .send(
+                "orders@acme.example",
+                &[&alias],
+                &message("orders@acme.example", &alias, &format!("m{i}"), "x"),
+            )
+            .await;
+        assert_eq!(r.code, 250, "{}", r.text);
+        if i == total / 2 {
+            // One node goes away while mail is in flight.
+            if let Some(b) = b.take() {
+                b.stop().await;
+            }
+            cb = Client::ready(a.smtp()).await;
+        }
+    }
+    sink.wait_for(total, WAIT).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut subjects: Vec<String> = sink.delivered().iter().map(|d| d.header("Subject").unwrap()).collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), total, "every message once");
+    assert_eq!(sink.delivered().len(), total, "no message twice");
+    a.stop().await;
+}
