@@ -87,7 +87,9 @@ async fn suite(url: &str) {
     let queued = queue::enqueue(&db, "relay.test", &items, &[mapping.clone()]).await.unwrap();
     assert_eq!(queued.len(), 10);
     queue::enqueue(&db, "relay.test", &[], &[mapping]).await.expect("a known mapping is not an error");
-    let known = message_ids::for_thread(&db, &t.id).await.unwrap();
+    let known = message_ids::lookup(&db, &t.id, "relay.test", &["ABC@relay.test", "other@elsewhere.example"])
+        .await
+        .unwrap();
     assert_eq!(known.get("abc@relay.test").map(String::as_str), Some("orig@host.example"));
 
     let lease = Duration::from_secs(60);
@@ -148,7 +150,7 @@ async fn suite(url: &str) {
     assert_eq!(erased.status, ThreadStatus::Erased);
     assert!(erased.shopper.is_none() && erased.shopper_name.is_none());
     assert_eq!(queue::depth(&db).await.unwrap().0, 0, "queued mail of erased threads is gone");
-    assert!(message_ids::for_thread(&db, &t.id).await.unwrap().is_empty());
+    assert!(message_ids::lookup(&db, &t.id, "relay.test", &["abc@relay.test"]).await.unwrap().is_empty());
 
     assert_eq!(stores::delete(&db, &acme, Actor::Api).await.unwrap(), 0);
     assert!(matches!(stores::get(&db, &acme).await, Err(StoreError::NotFound)));

@@ -184,19 +184,22 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
 
     let mut outgoing = notices;
     let mut mappings = Vec::new();
+    let own_id = message.message_id().map(str::to_owned).unwrap_or_else(|| {
+        // No Message-ID: give it one, so replies to it still thread.
+        format!("{}@{}", crate::address::random_token(24), ctx.config.relay.domain)
+    });
+    let referenced = rewrite::referenced_ids(&message);
     for rcpt in &tx.recipients {
-        let known = match message_ids::for_thread(&ctx.db, &rcpt.thread.id).await {
+        let known = match message_ids::lookup(&ctx.db, &rcpt.thread.id, &ctx.config.relay.domain, &referenced)
+            .await
+        {
             Ok(k) => k,
             Err(e) => {
                 warn!(error = %e, "message id lookup failed");
                 return reply::STORAGE_UNAVAILABLE;
             }
         };
-        let own_id = message.message_id().map(str::to_owned).unwrap_or_else(|| {
-            // No Message-ID: give it one, so replies to it still thread.
-            format!("{}@{}", crate::address::random_token(24), ctx.config.relay.domain)
-        });
-        let ids = std::iter::once(own_id.as_str()).chain(rewrite::referenced_ids(&message));
+        let ids = std::iter::once(own_id.as_str()).chain(referenced.iter().copied());
         let idmap = IdMap::plan(&rcpt.thread.id, &ctx.config.relay.domain, &known, ids);
         let Some((mut plan, rcpt_to)) = plan_for(ctx, tx, rcpt, header_from.as_ref(), &idmap, &own_id) else {
             return reply::NO_SUCH_ALIAS;
