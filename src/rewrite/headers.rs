@@ -198,10 +198,6 @@ pub fn push(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Whether a header name is one the relay passes (for tests and docs).
-pub fn is_passed(name: &HeaderName<'_>) -> bool {
-    PASSED.contains(&name.as_str().to_ascii_lowercase().as_str())
-}
 
 #[cfg(test)]
 mod tests {
