@@ -2,7 +2,7 @@
 //! ones are written by the relay, never copied; no header line is made from content
 //! without CR/LF being removed first.
 
-use mail_parser::{HeaderName, HeaderValue, Message};
+use mail_parser::{HeaderValue, Message};
 
 use super::{IdMap, NamedAddress, Plan};
 
@@ -197,7 +197,6 @@ pub fn push(out: &mut Vec<u8>, name: &str, value: &str) {
     }
     out.extend_from_slice(b"\r\n");
 }
-
 
 #[cfg(test)]
 mod tests {
