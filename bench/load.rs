@@ -389,13 +389,17 @@ async fn run(args: Args) -> Result<i32> {
             }
             let dir = &tmp.as_ref().expect("in-process has a temporary directory").0;
             c.dkim.private_key_path = dir.join("dkim.pem").display().to_string();
+            c.privacy.key_file = dir.join("maskrelay.key").display().to_string();
             let workers = c.egress.workers;
             let relay = Relay::start(c).await.context("relay start")?;
             let (db, smtp) = (relay.db.clone(), relay.smtp_addr);
             (Some(relay), db, smtp, "relay.bench".to_owned(), Some(workers))
         }
         Some(addr) => {
-            let db = Db::connect(&url, 2).await.context("connect to the relay's database")?;
+            // The relay's own keys: MASKRELAY_PRIVACY_KEYS or ./maskrelay.key.
+            let privacy = maskrelay::config::Config::load(None).context("privacy keys")?.privacy;
+            let (vault, _) = maskrelay::store::Vault::from_config(&privacy, false).context("privacy keys")?;
+            let db = Db::connect(&url, 2, vault).await.context("connect to the relay's database")?;
             (None, db, addr, args.domain.clone(), None)
         }
     };

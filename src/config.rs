@@ -34,6 +34,7 @@ pub struct Config {
     pub database: Database,
     pub api: Api,
     pub threads: Threads,
+    pub privacy: Privacy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,9 +221,37 @@ impl Default for Threads {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    /// Base64 keys (32 bytes each) that seal shopper data at rest, current first; older
+    /// keys only open. When set, `key_file` is not read. Secrets belong in the
+    /// environment: `MASKRELAY_PRIVACY_KEYS='["…", "…"]'`.
+    pub keys: Vec<String>,
+    /// A file of such keys, one per line; `serve` creates it with one new key on first
+    /// start when neither it nor `keys` exists.
+    pub key_file: String,
+}
+impl Default for Privacy {
+    fn default() -> Self {
+        Self { keys: Vec::new(), key_file: "maskrelay.key".into() }
+    }
+}
+
 const ENV_PREFIX: &str = "MASKRELAY_";
-const SECTIONS: &[&str] =
-    &["relay", "smtp", "submission", "auth", "dns", "dkim", "egress", "database", "api", "threads"];
+const SECTIONS: &[&str] = &[
+    "relay",
+    "smtp",
+    "submission",
+    "auth",
+    "dns",
+    "dkim",
+    "egress",
+    "database",
+    "api",
+    "threads",
+    "privacy",
+];
 
 impl Config {
     /// Defaults, then the file (if any), then the environment.
@@ -383,7 +412,7 @@ mod tests {
     #[test]
     fn init_template_is_a_valid_config() {
         let c = Config::from_toml_and_env(
-            &commented_template("relay.example", "0123456789abcdef0123456789", "s1", "/k.pem"),
+            &commented_template("relay.example", "0123456789abcdef0123456789", "s1", "/k.pem", "/k.key"),
             env(&[]),
         )
         .unwrap();
@@ -406,7 +435,13 @@ mod tests {
 }
 
 /// The commented config `maskrelay init` writes.
-pub fn commented_template(domain: &str, token: &str, selector: &str, dkim_key: &str) -> String {
+pub fn commented_template(
+    domain: &str,
+    token: &str,
+    selector: &str,
+    dkim_key: &str,
+    key_file: &str,
+) -> String {
     format!(
         r#"# maskrelay configuration. Every key can also be set as MASKRELAY_<SECTION>_<KEY>,
 # e.g. MASKRELAY_SMTP_LISTEN=0.0.0.0:25.
@@ -462,6 +497,16 @@ token = "{token}"
 [threads]
 # Days a thread lives when POST /v1/threads gives no ttl_days.
 ttl_days = 180
+
+[privacy]
+# Keys that seal shopper addresses, names, queued mail and original Message-IDs in the
+# database (XChaCha20-Poly1305) and key the blind index used to find a shopper's threads.
+# They are never stored in the database: back the file up apart from it. One base64 key
+# per line, the first seals, all open; rotation is in the README ("Privacy keys").
+key_file = "{key_file}"
+# Or give the keys themselves, e.g. from a secret store: this overrides key_file.
+# MASKRELAY_PRIVACY_KEYS='["<new key>", "<old key>"]'
+# keys = []
 "#
     )
 }

@@ -42,6 +42,9 @@ enum Command {
         /// DKIM key type: rsa (2048 bits, verified everywhere) or ed25519 (RFC 8463).
         #[arg(long, value_enum, default_value = "rsa")]
         dkim_algorithm: maskrelay::delivery::dkim::Algorithm,
+        /// Where to write the privacy key file (an existing one is kept).
+        #[arg(long, default_value = "maskrelay.key")]
+        privacy_key: PathBuf,
     },
     /// Stores: add, list, show, delete, leaks.
     #[command(subcommand)]
@@ -52,6 +55,18 @@ enum Command {
     /// The outbound queue: list, stats, flush.
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// Privacy keys: generate a new one, rotate stored data to the current one.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Print a new random key (base64), to put first in privacy.key_file or privacy.keys.
+    Generate,
+    /// Re-seal every stored value under the current (first) key, with progress; after it,
+    /// older keys can be removed. Safe while the relay runs; run it again if interrupted.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -156,8 +171,12 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if let Command::Init { domain, out, force, dkim_key, dkim_algorithm } = &cli.command {
-        return init(domain, out, *force, dkim_key, *dkim_algorithm);
+    if let Command::Init { domain, out, force, dkim_key, dkim_algorithm, privacy_key } = &cli.command {
+        return init(domain, out, *force, dkim_key, *dkim_algorithm, privacy_key);
+    }
+    if let Command::Keys(KeysCmd::Generate) = &cli.command {
+        println!("{}", maskrelay::store::Vault::generate_key());
+        return Ok(());
     }
     let config = Config::load(cli.config.as_deref()).context("configuration")?;
     match cli.command {
@@ -166,6 +185,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Store(cmd) => store_cmd(&config, cmd).await,
         Command::Thread(cmd) => thread_cmd(&config, cmd).await,
         Command::Queue(cmd) => queue_cmd(&config, cmd).await,
+        Command::Keys(KeysCmd::Generate) => unreachable!("handled above"),
+        Command::Keys(KeysCmd::Rotate) => rotate_keys(&config).await,
     }
 }
 
@@ -200,8 +221,26 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The database for a one-off command. The key file must exist already: only `serve` and
+/// `init` create one, so a command run from the wrong directory fails instead of starting
+/// a second keyring.
 async fn db(config: &Config) -> Result<Db> {
-    Ok(Db::connect(&config.database.url, 2).await?)
+    let (vault, _) = maskrelay::store::Vault::from_config(&config.privacy, false)?;
+    Ok(Db::connect(&config.database.url, 2, vault).await?)
+}
+
+async fn rotate_keys(config: &Config) -> Result<()> {
+    let db = db(config).await?;
+    eprintln!("re-sealing stored values under key {}", db.vault.current_key_id());
+    let report = maskrelay::store::rekey::rotate(&db, |p| {
+        eprintln!("  {}: {}/{} rows scanned, {} re-sealed", p.table, p.scanned, p.total, p.resealed);
+    })
+    .await?;
+    for (table, scanned, resealed) in report {
+        println!("{table}: {scanned} rows, {resealed} re-sealed");
+    }
+    println!("done: older keys can now be removed from the keyring");
+    Ok(())
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -294,6 +333,7 @@ fn init(
     force: bool,
     dkim_key: &PathBuf,
     algorithm: maskrelay::delivery::dkim::Algorithm,
+    privacy_key: &PathBuf,
 ) -> Result<()> {
     use maskrelay::delivery::dkim;
     maskrelay::address::Mailbox::parse(&format!("postmaster@{domain}"))
@@ -307,13 +347,29 @@ fn init(
         dkim::generate(dkim_key, algorithm)?;
         println!("Wrote the DKIM private key to {} (mode 0600).", dkim_key.display());
     }
+    if privacy_key.exists() {
+        println!("Keeping the privacy key file at {}.", privacy_key.display());
+    } else {
+        maskrelay::store::Vault::create_key_file(privacy_key)?;
+        println!(
+            "Wrote the privacy key file to {} (mode 0600). Back it up apart from the database.",
+            privacy_key.display()
+        );
+    }
+    maskrelay::store::Vault::read_key_file(privacy_key)?;
     let selector = maskrelay::config::Dkim::default().selector;
     let signer = dkim::Signer::load(dkim_key, domain, &selector)?;
     let token = maskrelay::address::random_token(32);
     let key_path = std::fs::canonicalize(dkim_key).unwrap_or_else(|_| dkim_key.clone());
     std::fs::write(
         out,
-        maskrelay::config::commented_template(domain, &token, &selector, &key_path.display().to_string()),
+        maskrelay::config::commented_template(
+            domain,
+            &token,
+            &selector,
+            &key_path.display().to_string(),
+            &std::fs::canonicalize(privacy_key).unwrap_or_else(|_| privacy_key.clone()).display().to_string(),
+        ),
     )
     .with_context(|| format!("writing {}", out.display()))?;
     println!("Wrote {} (it holds the API token: keep it private).\n", out.display());

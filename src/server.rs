@@ -18,7 +18,7 @@ use crate::delivery::dkim::{self, Signer};
 use crate::delivery::{Dispatcher, Workers, mx::MxDelivery, smarthost::Smarthost};
 use crate::shutdown::{self, Trigger};
 use crate::smtp::{self, Context, Listener};
-use crate::store::{Db, StoreError};
+use crate::store::{Db, StoreError, Vault};
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum ServeError {
     Tls(#[from] crate::smtp::tls::TlsError),
     #[error("dns: {0}")]
     Dns(#[from] crate::dns::DnsError),
+    #[error("{0}")]
+    Keys(#[from] crate::store::VaultError),
 }
 
 /// A running relay.
@@ -88,7 +90,12 @@ impl Relay {
     /// tasks. Port 0 in a listen address picks a free port (see `smtp_addr`, `api_addr`).
     pub async fn start(mut config: Config) -> Result<Self, ServeError> {
         crate::api::health::prometheus();
-        let db = Db::connect(&config.database.url, config.database.max_connections).await?;
+        let (vault, created) = Vault::from_config(&config.privacy, true)?;
+        if created {
+            warn!(path = %config.privacy.key_file, key_id = %vault.current_key_id(),
+                  "generated a privacy key file: back it up apart from the database; without it stored shopper addresses are unreadable");
+        }
+        let db = Db::connect(&config.database.url, config.database.max_connections, vault).await?;
         if config.auth.mode == AuthMode::Envelope {
             warn!(
                 "auth.mode = \"envelope\": senders are NOT authenticated; anyone can forge a store's From. For local development only."

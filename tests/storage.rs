@@ -11,13 +11,17 @@ use maskrelay::queue::{self, IdMapping, Outgoing};
 use maskrelay::store::events::{self, EventKind, NewEvent};
 use maskrelay::store::stores::{self, StoreFields};
 use maskrelay::store::threads::{self, Actor, NewThread, ThreadStatus};
-use maskrelay::store::{Db, StoreError, message_ids};
+use maskrelay::store::{Db, StoreError, Vault, message_ids};
 use support::*;
 
+fn vault() -> Vault {
+    Vault::from_base64(&[PRIVACY_KEY.as_str()]).unwrap()
+}
+
 async fn suite(url: &str) {
-    let db = Db::connect(url, 4).await.expect("connect and migrate");
+    let db = Db::connect(url, 4, vault()).await.expect("connect and migrate");
     // Migrating again is a no-op.
-    let db2 = Db::connect(url, 2).await.expect("second connect");
+    let db2 = Db::connect(url, 2, vault()).await.expect("second connect");
     assert!(db2.ping().await);
 
     let acme = StoreId::parse("acme").unwrap();
@@ -166,6 +170,90 @@ async fn storage_suite_on_sqlite() {
 async fn storage_suite_on_postgres() {
     let Some(url) = postgres_url().await else { return };
     suite(&url).await;
+}
+
+/// Key rotation: data sealed under an old key stays readable and findable by address while
+/// the new key is added in front, `rotate` re-seals every value and blind index, and after
+/// it the old key can go. A keyring that opens nothing in the database refuses to start.
+async fn rotation(url: &str) {
+    let (old, new) = (Vault::generate_key(), Vault::generate_key());
+    let ring = |keys: &[&str]| Vault::from_base64(keys).unwrap();
+    let db = Db::connect(url, 2, ring(&[&old])).await.unwrap();
+    let acme = StoreId::parse("acme").unwrap();
+    let fields = StoreFields {
+        name: "Acme".into(),
+        contact: Mailbox::parse("support@acme.example").unwrap(),
+        senders: vec![SenderPattern::parse("@acme.example").unwrap()],
+    };
+    stores::create(&db, &acme, &fields, Actor::Api).await.unwrap();
+    let jane = Mailbox::parse("jane@shopper.example").unwrap();
+    let new_thread = |order: &str| NewThread {
+        store: acme.clone(),
+        order: order.into(),
+        shopper: jane.clone(),
+        shopper_name: Some("Jane".into()),
+        ttl_days: 30,
+    };
+    let mut threads_made = Vec::new();
+    for i in 0..7 {
+        threads_made.push(threads::create(&db, &new_thread(&format!("o-{i}")), Actor::Api).await.unwrap().0);
+    }
+    let t = &threads_made[0];
+    let outgoing = Outgoing {
+        thread_id: t.id.clone(),
+        direction: Side::Shopper,
+        rcpt_to: jane.clone(),
+        message: b"To: jane@shopper.example\r\n\r\nhello\r\n".to_vec(),
+        null_sender: false,
+    };
+    let mapping =
+        IdMapping { thread_id: t.id.clone(), relay_id: "r1@relay.test".into(), original: "o1@host".into() };
+    queue::enqueue(&db, "relay.test", &[outgoing], &[mapping]).await.unwrap();
+    db.pool.close().await;
+
+    // A key from elsewhere opens nothing: the start fails and names the missing key.
+    let err = Db::connect(url, 2, ring(&[&new])).await.unwrap_err();
+    assert!(err.to_string().contains(&ring(&[&old]).current_key_id()), "{err}");
+
+    // During rotation: new key first, old key still there.
+    let db = Db::connect(url, 2, ring(&[&new, &old])).await.unwrap();
+    let (same, created) = threads::create(&db, &new_thread("o-0"), Actor::Api).await.unwrap();
+    assert!(!created, "the old blind index still finds the thread");
+    assert_eq!(same.id, t.id);
+    let mut seen = Vec::new();
+    let report =
+        maskrelay::store::rekey::rotate(&db, |p| seen.push((p.table.to_owned(), p.scanned, p.total)))
+            .await
+            .unwrap();
+    assert_eq!(report, vec![("threads", 7, 7), ("queue", 1, 1), ("message_ids", 1, 1)]);
+    assert!(seen.iter().any(|(table, scanned, total)| table == "threads" && scanned == total));
+    let again = maskrelay::store::rekey::rotate(&db, |_| {}).await.unwrap();
+    assert_eq!(again, vec![("threads", 7, 0), ("queue", 1, 0), ("message_ids", 1, 0)], "nothing left");
+    db.pool.close().await;
+
+    // After rotation the old key is dropped and everything still opens.
+    let db = Db::connect(url, 2, ring(&[&new])).await.unwrap();
+    let thread = threads::get(&db, &t.id).await.unwrap();
+    assert_eq!(thread.shopper.unwrap().expose(), "jane@shopper.example");
+    assert_eq!(thread.shopper_name.as_deref(), Some("Jane"));
+    let leased = queue::lease(&db, "w", 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(leased[0].rcpt_to, "jane@shopper.example");
+    assert!(leased[0].message.ends_with(b"hello\r\n"));
+    let ids = message_ids::lookup(&db, &t.id, "relay.test", &["r1@relay.test"]).await.unwrap();
+    assert_eq!(ids.get("r1@relay.test").map(String::as_str), Some("o1@host"));
+    assert_eq!(threads::erase_shopper(&db, &jane, Actor::Api).await.unwrap(), 7, "found by the new index");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_on_sqlite() {
+    let (url, _dir) = sqlite_url();
+    rotation(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_on_postgres() {
+    let Some(url) = postgres_url().await else { return };
+    rotation(&url).await;
 }
 
 /// The whole relay on PostgreSQL: one message through, end to end.

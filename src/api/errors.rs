@@ -62,6 +62,10 @@ impl From<StoreError> for ApiError {
                 "internal",
                 format!("stored data is corrupt: {m}"),
             ),
+            StoreError::Sealed(e) => {
+                tracing::error!(error = %e, "a stored value does not open");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "sealed_data", e.to_string())
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod errors;
 pub mod events;
 pub mod health;
+pub mod queue;
 pub mod revoke_page;
 pub mod stores;
 pub mod threads;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/shoppers/erase", post(threads::erase_shopper))
         .route("/v1/events", get(events::list))
         .route("/v1/audit", get(events::audit))
+        .route("/v1/queue", get(queue::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(operator)

@@ -150,7 +150,13 @@ impl Workers {
                     info!(queue_id = %msg.id, attempts = msg.attempts + 1,
                           retry_in_secs = delay.as_secs(), "deferred");
                     debug!(queue_id = %msg.id, error = %e, "deferral reason");
-                    queue::retry_later(&self.db, &msg.id, now() + delay.as_secs() as i64, &e).await
+                    queue::retry_later(
+                        &self.db,
+                        &msg.id,
+                        now() + delay.as_secs() as i64,
+                        &redact_reply(&e, &msg.rcpt_to),
+                    )
+                    .await
                 }
             }
             Err(DeliveryError::Permanent(e)) => {
@@ -203,14 +209,25 @@ impl Workers {
     }
 }
 
-/// A remote reply with the recipient's address cut out, for events and logs.
+/// A remote reply with the recipient's address cut out, for events, the queue listing and
+/// logs: servers often quote it ("550 5.1.1 <jane@…>: unknown user"). ASCII-only case
+/// folding keeps byte offsets aligned whatever else the reply contains.
 pub fn redact_reply(reply: &str, rcpt: &str) -> String {
-    let lower = reply.to_lowercase();
-    let needle = rcpt.to_lowercase();
-    if needle.is_empty() || !lower.contains(&needle) || lower.len() != reply.len() {
-        return reply.chars().take(300).collect();
+    let needle = rcpt.to_ascii_lowercase();
+    let mut out = String::with_capacity(reply.len());
+    if needle.is_empty() {
+        out.push_str(reply);
+    } else {
+        let folded = reply.to_ascii_lowercase();
+        let mut last = 0;
+        for (i, _) in folded.match_indices(&needle) {
+            out.push_str(&reply[last..i]);
+            out.push_str("<recipient>");
+            last = i + needle.len();
+        }
+        out.push_str(&reply[last..]);
     }
-    crate::rewrite::headers::replace_all(reply, &[needle], "<recipient>").chars().take(300).collect()
+    out.chars().take(300).collect()
 }
 
 /// The RFC 3463 code in a remote reply ("550 5.1.1 …" → "5.1.1"), or the basic code.
@@ -227,4 +244,19 @@ fn enhanced_status(reply: &str) -> Option<String> {
             .find(|w| w.len() == 3 && w.starts_with('5') && w.chars().all(|c| c.is_ascii_digit()))
             .map(|s| s.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_lose_the_recipient_in_any_case() {
+        let r = redact_reply(
+            "550 5.1.1 <Jane.Doe@Shopper.EXAMPLE>: Recipient ünknown",
+            "jane.doe@shopper.example",
+        );
+        assert_eq!(r, "550 5.1.1 <<recipient>>: Recipient ünknown");
+        assert_eq!(enhanced_status(&r).as_deref(), Some("5.1.1"));
+    }
 }

@@ -8,7 +8,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::address::{Mailbox, Side};
-use crate::store::{Backend, Db, StoreError, now};
+use crate::store::{Backend, Db, Field, StoreError, Vault, now};
 
 /// One message for one recipient, ready to send.
 #[derive(Debug, Clone)]
@@ -86,21 +86,22 @@ pub async fn enqueue(
         .bind(&item.thread_id)
         .bind(direction_str(item.direction))
         .bind(if item.null_sender { String::new() } else { bounce_address(&id, relay_domain) })
-        .bind(item.rcpt_to.expose())
-        .bind(item.message.as_slice())
+        .bind(db.vault.seal_text(Field::QueueRecipient, &id, &item.rcpt_to.expose()))
+        .bind(db.vault.seal(Field::QueueMessage, &id, &item.message))
         .bind(t)
         .execute(&mut *tx)
         .await?;
         ids.push(id);
     }
     for m in mappings {
+        let relay_id = m.relay_id.to_ascii_lowercase();
         sqlx::query(
             "INSERT INTO message_ids (relay_id, thread_id, original, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (relay_id) DO NOTHING",
         )
-        .bind(m.relay_id.to_ascii_lowercase())
+        .bind(&relay_id)
         .bind(&m.thread_id)
-        .bind(&m.original)
+        .bind(db.vault.seal_text(Field::OriginalMessageId, &relay_id, &m.original))
         .bind(t)
         .execute(&mut *tx)
         .await?;
@@ -120,16 +121,17 @@ const LEASE_POSTGRES: &str = "UPDATE queue SET locked_until = $1, locked_by = $2
       ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
      RETURNING id, thread_id, direction, mail_from, rcpt_to, message, attempts, created_at";
 
-fn leased_from_row(r: &AnyRow) -> Result<Leased, StoreError> {
+fn leased_from_row(vault: &Vault, r: &AnyRow) -> Result<Leased, StoreError> {
+    let id: String = r.try_get("id")?;
     Ok(Leased {
-        id: r.try_get("id")?,
         thread_id: r.try_get("thread_id")?,
         direction: parse_direction(&r.try_get::<String, _>("direction")?)?,
         mail_from: r.try_get("mail_from")?,
-        rcpt_to: r.try_get("rcpt_to")?,
-        message: r.try_get("message")?,
+        rcpt_to: vault.open_text(Field::QueueRecipient, &id, &r.try_get::<String, _>("rcpt_to")?)?,
+        message: vault.open(Field::QueueMessage, &id, &r.try_get::<Vec<u8>, _>("message")?)?,
         attempts: r.try_get("attempts")?,
         created_at: r.try_get("created_at")?,
+        id,
     })
 }
 
@@ -149,7 +151,7 @@ pub async fn lease(db: &Db, worker: &str, limit: i64, lease: Duration) -> Result
         .bind(limit)
         .fetch_all(&db.pool)
         .await?;
-    rows.iter().map(leased_from_row).collect()
+    rows.iter().map(|r| leased_from_row(&db.vault, r)).collect()
 }
 
 /// Done (delivered or given up): the message leaves the queue with its body and
@@ -200,7 +202,8 @@ pub async fn prune_sent(db: &Db) -> Result<u64, StoreError> {
     Ok(res.rows_affected())
 }
 
-/// A transient failure: try again at `next_attempt_at`.
+/// A transient failure: try again at `next_attempt_at`. `error` is what the operator sees
+/// in `queue list`: callers pass it with the recipient's address cut out.
 pub async fn retry_later(db: &Db, id: &str, next_attempt_at: i64, error: &str) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE queue SET attempts = attempts + 1, next_attempt_at = $2, locked_until = 0, \

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Db, StoreError};
+use super::{Db, Field, StoreError};
 
 /// At most this many ids of one message are looked up (a References header can list a
 /// whole conversation; the most recent ids are the ones that thread it).
@@ -45,7 +45,10 @@ pub async fn lookup(
     rows.iter()
         .map(|r| {
             let relay: String = r.try_get("relay_id")?;
-            Ok((relay.to_ascii_lowercase(), r.try_get("original")?))
+            let relay = relay.to_ascii_lowercase();
+            let original =
+                db.vault.open_text(Field::OriginalMessageId, &relay, &r.try_get::<String, _>("original")?)?;
+            Ok((relay, original))
         })
         .collect()
 }

@@ -5,13 +5,18 @@ pub mod audit;
 pub mod credentials;
 pub mod events;
 pub mod message_ids;
+pub mod rekey;
 pub mod stores;
 pub mod threads;
+pub mod vault;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+
+pub use vault::{Field, Vault, VaultError};
 
 /// Which database is behind the pool, for the few statements that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +39,24 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A sealed value cannot be opened: a missing key or a damaged value.
+    #[error(transparent)]
+    Sealed(#[from] VaultError),
 }
 
-/// The connection pool and which backend it talks to.
+/// The connection pool, which backend it talks to, and the keys that seal shopper data.
 #[derive(Clone, Debug)]
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    pub vault: Arc<Vault>,
 }
 
 impl Db {
-    /// Connects and runs the migrations of the backend the URL names.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    /// Connects, runs the migrations of the backend the URL names, and checks that the
+    /// keyring opens what the database holds (a wrong key file fails here, not later at
+    /// the first delivery).
+    pub async fn connect(url: &str, max_connections: u32, vault: Vault) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
         let url = match backend {
@@ -77,8 +88,9 @@ impl Db {
             Backend::Postgres => options,
         };
         let pool = options.connect(&url).await?;
-        let db = Self { pool, backend };
+        let db = Self { pool, backend, vault: Arc::new(vault) };
         db.migrate().await?;
+        rekey::check(&db).await?;
         Ok(db)
     }
 

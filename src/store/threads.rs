@@ -8,7 +8,7 @@ use super::audit;
 pub use super::audit::Actor;
 use super::events::{self, EventKind, NewEvent};
 use super::stores::Store;
-use super::{Db, StoreError, now};
+use super::{Db, Field, StoreError, Vault, now};
 use crate::address::{self, Mailbox, Side, StoreId};
 
 /// A thread's state as the SPEC names it. `Expired` is derived from `expires_at`, so a
@@ -59,27 +59,39 @@ pub struct Thread {
 const COLUMNS: &str = "id, store_id, order_ref, shopper_email, shopper_name, shopper_alias, \
                        store_alias, status, revoke_token, created_at, expires_at";
 
-fn from_row(row: &AnyRow) -> Result<Thread, StoreError> {
+fn from_row(vault: &Vault, row: &AnyRow) -> Result<Thread, StoreError> {
+    let id: String = row.try_get("id")?;
     let store_id: String = row.try_get("store_id")?;
-    let shopper: Option<String> = row.try_get("shopper_email")?;
+    let sealed_email: Option<String> = row.try_get("shopper_email")?;
+    let sealed_name: Option<String> = row.try_get("shopper_name")?;
     let status: String = row.try_get("status")?;
     let expires_at: i64 = row.try_get("expires_at")?;
+    let shopper = sealed_email
+        .map(|s| vault.open_text(Field::ShopperEmail, &id, &s))
+        .transpose()?
+        .map(|s| Mailbox::parse(&s))
+        .transpose()
+        .map_err(|_| StoreError::Corrupt("shopper address".into()))?;
     Ok(Thread {
-        id: row.try_get("id")?,
         store_id: StoreId::parse(&store_id).map_err(|_| StoreError::Corrupt("store id".into()))?,
         order: row.try_get("order_ref")?,
-        shopper: shopper
-            .map(|s| Mailbox::parse(&s))
-            .transpose()
-            .map_err(|_| StoreError::Corrupt("shopper address".into()))?,
-        shopper_name: row.try_get("shopper_name")?,
+        shopper,
+        shopper_name: sealed_name.map(|s| vault.open_text(Field::ShopperName, &id, &s)).transpose()?,
         shopper_alias: row.try_get("shopper_alias")?,
         store_alias: row.try_get("store_alias")?,
         status: ThreadStatus::from_stored(&status, expires_at, now())?,
         revoke_token: row.try_get("revoke_token")?,
         created_at: row.try_get("created_at")?,
         expires_at,
+        id,
     })
+}
+
+/// `shopper_key IN ($first, …)` for the blind indexes of one address under every key, so a
+/// lookup also finds threads not yet rotated to the current key.
+fn shopper_key_in(count: usize, first: usize) -> String {
+    let placeholders: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
+    format!("shopper_key IN ({})", placeholders.join(", "))
 }
 
 /// What a new thread needs.
@@ -95,9 +107,14 @@ pub struct NewThread {
 /// Creates the thread, or returns the existing one for the same (store, order, shopper):
 /// `(thread, created)`. Idempotent under concurrent calls (the unique index decides).
 pub async fn create(db: &Db, new: &NewThread, by: Actor) -> Result<(Thread, bool), StoreError> {
+    let normalized = new.shopper.normalized();
+    if let Some(existing) = find_identity(db, new, &normalized).await? {
+        return Ok((existing, false));
+    }
     let t = now();
     let expires_at = t + i64::from(new.ttl_days) * 86_400;
     let id = format!("thr_{}", address::random_token(20));
+    let vault = &db.vault;
     let res = sqlx::query(
         "INSERT INTO threads (id, store_id, order_ref, shopper_key, shopper_email, shopper_name, \
          shopper_alias, store_alias, status, revoke_token, created_at, updated_at, expires_at) \
@@ -107,9 +124,9 @@ pub async fn create(db: &Db, new: &NewThread, by: Actor) -> Result<(Thread, bool
     .bind(&id)
     .bind(new.store.as_str())
     .bind(&new.order)
-    .bind(new.shopper.normalized())
-    .bind(new.shopper.expose())
-    .bind(new.shopper_name.as_deref())
+    .bind(vault.blind_index(&normalized))
+    .bind(vault.seal_text(Field::ShopperEmail, &id, &new.shopper.expose()))
+    .bind(new.shopper_name.as_deref().map(|n| vault.seal_text(Field::ShopperName, &id, n)))
     .bind(address::new_shopper_alias_local())
     .bind(address::new_store_alias_local(&new.store))
     .bind(address::random_token(32))
@@ -118,19 +135,27 @@ pub async fn create(db: &Db, new: &NewThread, by: Actor) -> Result<(Thread, bool
     .execute(&db.pool)
     .await?;
     let created = res.rows_affected() == 1;
-    let sql = select_where("WHERE store_id = $1 AND order_ref = $2 AND shopper_key = $3");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(new.store.as_str())
-        .bind(&new.order)
-        .bind(new.shopper.normalized())
-        .fetch_one(&db.pool)
-        .await?;
-    let thread = from_row(&row)?;
+    // Lost a race with a concurrent create of the same thread: the unique index decided.
+    let thread = find_identity(db, new, &normalized).await?.ok_or(StoreError::NotFound)?;
     if created {
         let detail = serde_json::json!({"store": thread.store_id.as_str(), "order": thread.order, "ttl_days": new.ttl_days});
         audit::record(db, by, "thread.create", &thread.id, detail).await?;
     }
     Ok((thread, created))
+}
+
+/// The thread of this (store, order, shopper), under any key of the ring.
+async fn find_identity(db: &Db, new: &NewThread, normalized: &str) -> Result<Option<Thread>, StoreError> {
+    let indexes = db.vault.blind_indexes(normalized);
+    let sql = select_where(&format!(
+        "WHERE store_id = $1 AND order_ref = $2 AND {}",
+        shopper_key_in(indexes.len(), 3)
+    ));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(new.store.as_str()).bind(&new.order);
+    for index in &indexes {
+        query = query.bind(index);
+    }
+    query.fetch_optional(&db.pool).await?.map(|row| from_row(&db.vault, &row)).transpose()
 }
 
 fn select_where(where_clause: &str) -> String {
@@ -144,7 +169,7 @@ pub async fn get(db: &Db, id: &str) -> Result<Thread, StoreError> {
         .fetch_optional(&db.pool)
         .await?
         .ok_or(StoreError::NotFound)?;
-    from_row(&row)
+    from_row(&db.vault, &row)
 }
 
 /// The thread behind an alias local part (case-insensitive), which side it stands for,
@@ -163,7 +188,7 @@ pub async fn find_by_alias(db: &Db, local: &str) -> Result<Option<(Thread, Side,
     .fetch_optional(&db.pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let thread = from_row(&row)?;
+    let thread = from_row(&db.vault, &row)?;
     let store = super::stores::from_prefixed_row(&row, "s_")?;
     let side = if thread.shopper_alias == local { Side::Shopper } else { Side::Store };
     Ok(Some((thread, side, store)))
@@ -176,7 +201,7 @@ pub async fn find_by_revoke_token(db: &Db, token: &str) -> Result<Thread, StoreE
         .fetch_optional(&db.pool)
         .await?
         .ok_or(StoreError::NotFound)?;
-    from_row(&row)
+    from_row(&db.vault, &row)
 }
 
 /// Threads of a store, newest first.
@@ -186,7 +211,7 @@ pub async fn list_for_store(db: &Db, store: &StoreId) -> Result<Vec<Thread>, Sto
             .bind(store.as_str())
             .fetch_all(&db.pool)
             .await?;
-    rows.iter().map(from_row).collect()
+    rows.iter().map(|r| from_row(&db.vault, r)).collect()
 }
 
 async fn record(
@@ -230,15 +255,16 @@ pub async fn revoke(db: &Db, id: &str, by: Actor) -> Result<Thread, StoreError> 
 
 /// Revokes every active thread of a shopper; returns how many changed.
 pub async fn revoke_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64, StoreError> {
-    let res = sqlx::query(
-        "UPDATE threads SET status = 'revoked', updated_at = $2 \
-         WHERE shopper_key = $1 AND status = 'active'",
-    )
-    .bind(shopper.normalized())
-    .bind(now())
-    .execute(&db.pool)
-    .await?;
-    let n = res.rows_affected();
+    let indexes = db.vault.blind_indexes(&shopper.normalized());
+    let sql = format!(
+        "UPDATE threads SET status = 'revoked', updated_at = $1 WHERE status = 'active' AND {}",
+        shopper_key_in(indexes.len(), 2)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now());
+    for index in &indexes {
+        query = query.bind(index);
+    }
+    let n = query.execute(&db.pool).await?.rows_affected();
     record(db, EventKind::ThreadRevoked, None, serde_json::json!({"by": "operator", "threads": n})).await?;
     audit::record(db, by, "shopper.revoke", "shopper", serde_json::json!({"threads": n})).await?;
     Ok(n)
@@ -246,27 +272,32 @@ pub async fn revoke_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64
 
 /// Forgets a shopper for good: address and name gone, threads erased (so their aliases
 /// refuse mail and are never reissued), queued mail of those threads and their
-/// Message-ID mappings deleted. Returns how many threads were erased.
+/// Message-ID mappings deleted. Returns how many threads were erased. What stays of an
+/// erased thread is its aliases, store, order reference and times: what keeps the aliases
+/// from being issued again and the store's leak counts true.
 pub async fn erase_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64, StoreError> {
-    let key = shopper.normalized();
+    let indexes = db.vault.blind_indexes(&shopper.normalized());
+    let of_shopper = format!("SELECT id FROM threads WHERE {}", shopper_key_in(indexes.len(), 1));
     let mut tx = db.pool.begin().await?;
-    for sql in [
-        "DELETE FROM queue WHERE thread_id IN (SELECT id FROM threads WHERE shopper_key = $1)",
-        "DELETE FROM message_ids WHERE thread_id IN (SELECT id FROM threads WHERE shopper_key = $1)",
-        "DELETE FROM sent_messages WHERE thread_id IN (SELECT id FROM threads WHERE shopper_key = $1)",
-    ] {
-        sqlx::query(sql).bind(&key).execute(&mut *tx).await?;
+    for table in ["queue", "message_ids", "sent_messages"] {
+        let sql = format!("DELETE FROM {table} WHERE thread_id IN ({of_shopper})");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for index in &indexes {
+            query = query.bind(index);
+        }
+        query.execute(&mut *tx).await?;
     }
-    let res = sqlx::query(
+    let sql = format!(
         "UPDATE threads SET status = 'erased', shopper_key = NULL, shopper_email = NULL, \
-         shopper_name = NULL, updated_at = $2 WHERE shopper_key = $1",
-    )
-    .bind(&key)
-    .bind(now())
-    .execute(&mut *tx)
-    .await?;
+         shopper_name = NULL, updated_at = $1 WHERE {}",
+        shopper_key_in(indexes.len(), 2)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now());
+    for index in &indexes {
+        query = query.bind(index);
+    }
+    let n = query.execute(&mut *tx).await?.rows_affected();
     tx.commit().await?;
-    let n = res.rows_affected();
     record(db, EventKind::ShopperErased, None, serde_json::json!({"threads": n})).await?;
     audit::record(db, by, "shopper.erase", "shopper", serde_json::json!({"threads": n})).await?;
     Ok(n)

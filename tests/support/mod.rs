@@ -78,8 +78,15 @@ pub fn test_config(db_url: &str, sink: std::net::SocketAddr) -> Config {
         .unwrap_or_else(std::env::temp_dir);
     c.dkim.private_key_path =
         key_dir.join(format!("dkim-{}.pem", maskrelay::address::random_token(12))).display().to_string();
+    // One privacy key per test process, so relays that share a database (or restart on
+    // one) open each other's sealed values.
+    c.privacy.keys = vec![PRIVACY_KEY.clone()];
     c
 }
+
+/// The privacy key of this test process: random, never a constant in the source.
+pub static PRIVACY_KEY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(maskrelay::store::Vault::generate_key);
 
 /// The relay, its HTTP client and base URL.
 pub struct TestRelay {
