@@ -122,6 +122,16 @@ fn init_writes_config_and_key_and_prints_records() {
     let parsed = maskrelay::config::Config::from_toml_and_env(&config, Vec::new()).unwrap();
     assert_eq!(parsed.relay.domain, "relay.example.org");
     assert!(std::path::Path::new(&parsed.dkim.private_key_path).exists());
+    // The privacy key file is written beside it and named by the config, by absolute path.
+    assert!(parsed.privacy.key_file.ends_with("/maskrelay.key"), "{}", parsed.privacy.key_file);
+    let (vault, created) = maskrelay::store::Vault::from_config(&parsed.privacy, false).unwrap();
+    assert!(!created && !vault.current_key_id().is_empty());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&parsed.privacy.key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is for its owner only");
+    }
     // A second init refuses to overwrite the config.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_maskrelay"))
         .current_dir(dir.path())

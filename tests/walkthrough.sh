@@ -18,6 +18,7 @@ MASKRELAY_API_TOKEN=walkthrough-token-123456 \
 MASKRELAY_AUTH_MODE=envelope \
 MASKRELAY_EGRESS_MODE=smarthost MASKRELAY_EGRESS_SMARTHOST=127.0.0.1:2526 \
 MASKRELAY_DATABASE_URL="sqlite://$work/walkthrough.db" MASKRELAY_DKIM_PRIVATE_KEY_PATH="$work/dkim.pem" \
+MASKRELAY_PRIVACY_KEY_FILE="$work/maskrelay.key" \
 "$BIN" serve >"$work/relay.out" 2>"$work/relay.log" & pids+=($!)
 
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.1; done
@@ -61,4 +62,20 @@ if grep -Ei "jane@example.com|orders@acme.example|support@acme.example|spam@outs
   fail "a real address reached the relay's log"
 fi
 grep -q "message queued" "$work/relay.log" || fail "expected info logs to check"
+
+# The privacy key file was made on first start, for the owner only; the database holds the
+# shopper's address sealed, never in the clear.
+[ "$(stat -c %a "$work/maskrelay.key")" = 600 ] || fail "the privacy key file is not mode 600"
+if grep -q "jane@example.com" "$work/walkthrough.db"*; then fail "the database holds the address in the clear"; fi
+
+# Key rotation (README, "Privacy keys"): stop, put a new key in front, re-seal, drop the old.
+kill "${pids[1]}"; wait "${pids[1]}" 2>/dev/null || true
+export MASKRELAY_DATABASE_URL="sqlite://$work/walkthrough.db" MASKRELAY_PRIVACY_KEY_FILE="$work/maskrelay.key"
+old=$(grep -v '^#' "$work/maskrelay.key")
+{ "$BIN" keys generate; echo "$old"; } >"$work/rotated.key" && mv "$work/rotated.key" "$work/maskrelay.key"
+"$BIN" keys rotate >"$work/rotate.out" 2>"$work/rotate.err" || fail "keys rotate: $(cat "$work/rotate.err")"
+grep -q "threads: 1 rows, 1 re-sealed" "$work/rotate.out" || fail "rotation: $(cat "$work/rotate.out")"
+grep -q "rows scanned" "$work/rotate.err" || fail "rotation shows no progress"
+head -n1 "$work/maskrelay.key" >"$work/new-only.key" && mv "$work/new-only.key" "$work/maskrelay.key"
+"$BIN" thread list --store acme | grep -q '"order": "1001"' || fail "the thread does not open with the new key alone"
 echo "walkthrough: 1 passed, 0 failed"
