@@ -46,15 +46,16 @@ fn read_sealed(row: &AnyRow, column: &str, text: bool) -> Result<Option<Sealed>,
     })
 }
 
-/// Opens one value of the oldest and the newest row of each sealed table: a key file from
-/// another installation, or an old key dropped before rotation finished, stops the start
-/// with a message that says which key is missing.
+/// Opens one value at each end of each sealed table's primary key (ids are random, so these
+/// are two arbitrary rows, found through the index without a scan): a key file from another
+/// installation, or an old key dropped before rotation finished, stops the start with a
+/// message that says which key is missing.
 pub async fn check(db: &Db) -> Result<(), StoreError> {
     for table in TABLES {
         let (column, field, text) = table.sealed[0];
         for order in ["ASC", "DESC"] {
             let sql = format!(
-                "SELECT {key}, {column} FROM {name} WHERE {column} IS NOT NULL ORDER BY created_at {order} LIMIT 1",
+                "SELECT {key}, {column} FROM {name} WHERE {column} IS NOT NULL ORDER BY {key} {order} LIMIT 1",
                 key = table.key,
                 name = table.name
             );
