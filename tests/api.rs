@@ -170,7 +170,14 @@ async fn revoke_page_asks_on_get_and_revokes_on_post() {
     let thread = relay.thread("order-42").await;
     let url = thread["revoke_url"].as_str().unwrap().to_owned();
     let id = thread["id"].as_str().unwrap().to_owned();
-    let page = relay.http.get(&url).send().await.unwrap().text().await.unwrap();
+    let resp = relay.http.get(&url).send().await.unwrap();
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(header("content-security-policy").contains("frame-ancestors 'none'"));
+    assert!(header("content-security-policy").contains("default-src 'none'"));
+    assert_eq!(header("referrer-policy"), "no-referrer", "the token never leaves as a Referer");
+    assert_eq!(header("cache-control"), "no-store");
+    assert_eq!(header("x-frame-options"), "DENY");
+    let page = resp.text().await.unwrap();
     assert!(page.contains("Acme Shop") && page.contains("order-42"), "{page}");
     assert!(page.contains("<form method=\"post\">"), "{page}");
     let (_, t) = relay.api("GET", &format!("/v1/threads/{id}"), None).await;
