@@ -5,7 +5,7 @@
 use base64::Engine;
 use mail_parser::{Encoding, Message, MessagePart, MimeHeaders, PartType};
 
-use super::headers::replace_all;
+use super::text::{self, Reading};
 
 /// A rewritten single-part root: its new content headers and body.
 #[derive(Debug)]
@@ -14,29 +14,11 @@ pub struct RootRewrite {
     pub body: Vec<u8>,
 }
 
-/// The ways an address is written in text that a mail client turns back into it:
-/// plain, percent-encoded (`mailto:` links) and HTML character references.
-fn variants(address: &str) -> Vec<String> {
-    ["@", "%40", "&#64;", "&#x40;", "&commat;"]
-        .iter()
-        .map(|at| address.to_lowercase().replacen('@', at, 1))
-        .collect()
-}
-
-/// The rewritten text when it names any of the addresses, else None.
+/// The rewritten text when it names any of the addresses (in any encoding the matcher
+/// reads, see `text`), else None.
 fn rewrite_text(text: &str, replace: &[(String, String)]) -> Option<String> {
-    let lower = text.to_lowercase();
-    let mut found = false;
-    let mut out = text.to_owned();
-    for (real, alias) in replace {
-        let needles: Vec<String> =
-            variants(real).into_iter().filter(|v| lower.contains(v.as_str())).collect();
-        if !needles.is_empty() {
-            found = true;
-            out = replace_all(&out, &needles, alias);
-        }
-    }
-    found.then_some(out)
+    text::rewrite(text.as_bytes(), replace, Reading::default())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// A leaf text part that may be rewritten (text/calendar is left alone: SPEC).

@@ -4,6 +4,7 @@
 
 use mail_parser::{HeaderValue, Message};
 
+use super::text::{self, Reading};
 use super::{IdMap, NamedAddress, Plan};
 
 /// Headers a reader needs that carry no routing address. Content-* of the root part are
@@ -110,30 +111,13 @@ fn contains_hidden(field: &[u8], value: &HeaderValue<'_>, hidden: &[String]) -> 
     hidden.iter().any(|h| raw.contains(h.as_str()) || decoded.contains(h.as_str()))
 }
 
-/// Replaces every case-insensitive occurrence of the needles.
+/// Replaces every case-insensitive occurrence of the needles (and their encoded forms,
+/// see `text`).
 pub fn replace_all(text: &str, needles: &[String], with: &str) -> String {
-    let mut out = text.to_owned();
-    for needle in needles {
-        if needle.is_empty() {
-            continue;
-        }
-        let mut result = String::with_capacity(out.len());
-        let lower = out.to_lowercase();
-        // Lowercasing can change byte lengths outside ASCII; fall back to exact matching then.
-        if lower.len() != out.len() {
-            out = out.replace(needle.as_str(), with);
-            continue;
-        }
-        let mut last = 0;
-        for (i, _) in lower.match_indices(needle.as_str()) {
-            result.push_str(&out[last..i]);
-            result.push_str(with);
-            last = i + needle.len();
-        }
-        result.push_str(&out[last..]);
-        out = result;
-    }
-    out
+    let pairs: Vec<(String, String)> = needles.iter().map(|n| (n.to_lowercase(), with.to_owned())).collect();
+    text::rewrite(text.as_bytes(), &pairs, Reading::default())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| text.to_owned())
 }
 
 /// `"Name" <address>`, the name quoted or RFC 2047-encoded, CR/LF removed.
