@@ -51,21 +51,15 @@ pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
     MessageParser::default().parse(raw)
 }
 
-/// The rewritten message: new header block, then the body with rewritten text parts.
+/// The rewritten message: new header block, then the body with every hidden address
+/// replaced.
 pub fn rewrite(message: &Message<'_>, raw: &[u8], plan: &Plan, ids: &IdMap) -> Result<Vec<u8>, RewriteError> {
-    let root = message.parts.first().ok_or(RewriteError::Unparseable)?;
-    let body_start = (root.offset_body as usize).min(raw.len());
+    message.parts.first().ok_or(RewriteError::Unparseable)?;
+    let body = body::rewrite(message, &plan.replace_in_body);
     let mut out = Vec::with_capacity(raw.len() + 512);
-    let rewritten_root = body::rewrite_root(message, raw, &plan.replace_in_body);
-    headers::write(&mut out, message, plan, ids, rewritten_root.as_ref().map(|r| &r.headers));
+    headers::write(&mut out, message, plan, ids, body.content_headers.as_ref());
     out.extend_from_slice(b"\r\n");
-    match rewritten_root {
-        Some(r) => out.extend_from_slice(&r.body),
-        None => {
-            let body = body::rewrite_parts(message, raw, &plan.replace_in_body);
-            out.extend_from_slice(&body[body_start.min(body.len())..]);
-        }
-    }
+    out.extend_from_slice(&body.bytes);
     Ok(out)
 }
 
