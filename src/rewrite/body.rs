@@ -1,84 +1,297 @@
-//! Body rewriting: a text part in which a hidden address occurs (in whatever transfer
-//! encoding or charset) is decoded, rewritten and re-encoded; every other part, and every
-//! part without such an address, is left byte-for-byte as it came.
+//! Body rewriting: every place below the root header block where a hidden address can be
+//! read is rewritten, and nothing else. That is the text parts (in whatever transfer
+//! encoding or charset), the header fields of every part, preambles and epilogues,
+//! forwarded messages (also when sent base64-encoded) and delivery or read reports.
+//! Every other part stays byte-for-byte.
+//!
+//! Changes are splices into the original bytes. For a forwarded message/rfc822 that is
+//! not transfer-encoded, mail-parser gives its parts' offsets from the start of the
+//! *outer* message (`Message::raw_message`, not `raw_message()`), so all offsets here
+//! refer to that one buffer.
 
 use base64::Engine;
 use mail_parser::{Encoding, Message, MessagePart, MimeHeaders, PartType};
 
-use super::headers::replace_all;
+use super::headers::{self, Field};
+use super::text::{self, Reading};
 
-/// A rewritten single-part root: its new content headers and body.
+/// A part's new Content-Type and Content-Transfer-Encoding, as (name, value).
+pub type ContentHeaders = Vec<(String, String)>;
+
+/// The body as the reader gets it.
 #[derive(Debug)]
-pub struct RootRewrite {
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub struct BodyRewrite {
+    /// The root's new Content-Type and Content-Transfer-Encoding, when a single-part
+    /// body had to be re-encoded (the caller writes the root header block).
+    pub content_headers: Option<ContentHeaders>,
+    /// Everything after the root header block.
+    pub bytes: Vec<u8>,
 }
 
-/// The ways an address is written in text that a mail client turns back into it:
-/// plain, percent-encoded (`mailto:` links) and HTML character references.
-fn variants(address: &str) -> Vec<String> {
-    ["@", "%40", "&#64;", "&#x40;", "&commat;"]
-        .iter()
-        .map(|at| address.to_lowercase().replacen('@', at, 1))
-        .collect()
+/// Nesting deeper than this is not followed; what lies below is checked by
+/// `super::verify` and the message refused if it shows an address.
+const MAX_DEPTH: usize = 32;
+
+/// The body of `message` with every real address of `replace` (lowercase, alias) replaced.
+pub fn rewrite(message: &Message<'_>, replace: &[(String, String)]) -> BodyRewrite {
+    let buf: &[u8] = &message.raw_message;
+    let body_start = message.parts.first().map_or(buf.len(), |p| (p.offset_body as usize).min(buf.len()));
+    let mut splices = Vec::new();
+    let content_headers =
+        if replace.is_empty() { None } else { part(message, buf, 0, replace, &mut splices, 0, true) };
+    BodyRewrite { content_headers, bytes: apply(buf, body_start, splices) }
 }
 
-/// The rewritten text when it names any of the addresses, else None.
-fn rewrite_text(text: &str, replace: &[(String, String)]) -> Option<String> {
-    let lower = text.to_lowercase();
-    let mut found = false;
-    let mut out = text.to_owned();
-    for (real, alias) in replace {
-        let needles: Vec<String> =
-            variants(real).into_iter().filter(|v| lower.contains(v.as_str())).collect();
-        if !needles.is_empty() {
-            found = true;
-            out = replace_all(&out, &needles, alias);
+/// Replace `buf[.0..buf.1]` with `.2`.
+type Splice = (usize, usize, Vec<u8>);
+
+/// The bytes of `buf` from `from` on, with the splices made. Splices never overlap by
+/// construction; one that would is left out (and `super::verify` judges the result).
+fn apply(buf: &[u8], from: usize, mut splices: Vec<Splice>) -> Vec<u8> {
+    // An insertion (start == end) goes before a splice starting at the same place.
+    splices.sort_by_key(|s| (s.0, s.1));
+    let mut out = Vec::with_capacity(buf.len().saturating_sub(from) + 256);
+    let mut at = from;
+    for (start, end, bytes) in splices {
+        if start < at || end > buf.len() || start > end {
+            continue;
+        }
+        out.extend_from_slice(&buf[at..start]);
+        out.extend_from_slice(&bytes);
+        at = end;
+    }
+    out.extend_from_slice(&buf[at.min(buf.len())..]);
+    out
+}
+
+/// The splices for part `id` of `m`: its body, and its header fields unless it is the
+/// root of the whole message (`top`), whose header block the caller writes. Returns the
+/// new content headers of a re-encoded top part.
+fn part(
+    m: &Message<'_>,
+    buf: &[u8],
+    id: usize,
+    replace: &[(String, String)],
+    out: &mut Vec<Splice>,
+    depth: usize,
+    top: bool,
+) -> Option<ContentHeaders> {
+    let p = m.parts.get(id)?;
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let reencoded = body(m, buf, id, replace, out, depth);
+    let content = reencoded.map(|(headers, bytes)| {
+        let (start, end) = body_range(p, buf);
+        out.push((start, end, ending_like(bytes, &buf[start..end])));
+        headers
+    });
+    if top {
+        return content;
+    }
+    header_fields(p, buf, replace, content.as_deref(), out);
+    None
+}
+
+/// Where a part's body lies in `buf`.
+fn body_range(p: &MessagePart<'_>, buf: &[u8]) -> (usize, usize) {
+    let end = (p.offset_end as usize).min(buf.len());
+    ((p.offset_body as usize).min(end), end)
+}
+
+/// Splices for the body of part `id`, or the new content headers and body of a text part
+/// that had to be re-encoded.
+fn body(
+    m: &Message<'_>,
+    buf: &[u8],
+    id: usize,
+    replace: &[(String, String)],
+    out: &mut Vec<Splice>,
+    depth: usize,
+) -> Option<(ContentHeaders, Vec<u8>)> {
+    let p = &m.parts[id];
+    let (start, end) = body_range(p, buf);
+    match &p.body {
+        PartType::Text(t) | PartType::Html(t) => match text_part(p, t, &buf[start..end], replace) {
+            TextChange::None => None,
+            TextChange::InPlace(bytes) => {
+                out.push((start, end, bytes));
+                None
+            }
+            TextChange::Reencoded(headers, bytes) => Some((headers, bytes)),
+        },
+        PartType::Binary(decoded) | PartType::InlineBinary(decoded) if is_report(p) => {
+            if let Some(bytes) = report_part(p, decoded, &buf[start..end], replace) {
+                out.push((start, end, bytes));
+            }
+            None
+        }
+        PartType::Binary(_) | PartType::InlineBinary(_) => None,
+        PartType::Message(nested) => {
+            nested_message(p, nested, buf, replace, out, depth);
+            None
+        }
+        PartType::Multipart(children) => {
+            // Preamble, the text between parts, epilogue (RFC 2046 5.1.1): a reader
+            // without MIME shows them.
+            let mut at = start;
+            for &c in children.iter().filter(|c| **c as usize != id) {
+                let Some(child) = m.parts.get(c as usize) else { continue };
+                gap(buf, at, child.offset_header as usize, replace, out);
+                part(m, buf, c as usize, replace, out, depth + 1, false);
+                at = child.offset_end as usize;
+            }
+            gap(buf, at, end, replace, out);
+            None
         }
     }
-    found.then_some(out)
 }
 
-/// A leaf text part that may be rewritten (text/calendar is left alone: SPEC).
-fn text_of<'a>(part: &'a MessagePart<'_>) -> Option<&'a str> {
-    let is_calendar =
-        part.content_type().and_then(|ct| ct.subtype()).is_some_and(|s| s.eq_ignore_ascii_case("calendar"));
-    match &part.body {
-        PartType::Text(t) | PartType::Html(t) if !is_calendar => Some(t.as_ref()),
-        _ => None,
+fn gap(buf: &[u8], start: usize, end: usize, replace: &[(String, String)], out: &mut Vec<Splice>) {
+    if start < end
+        && end <= buf.len()
+        && let Some(bytes) = text::rewrite(&buf[start..end], replace, Reading::default())
+    {
+        out.push((start, end, bytes));
     }
 }
 
-/// New content headers and encoded body for rewritten text, in the part's own transfer
-/// encoding family (base64 stays base64, anything else becomes quoted-printable, which
-/// keeps lines short and 7-bit safe). The charset becomes UTF-8, as the text now is.
-fn encode_part(part: &MessagePart<'_>, text: &str) -> (Vec<(String, String)>, Vec<u8>) {
-    let (ctype, subtype) = part
+/// The header fields of a part below the root. `content` replaces Content-Type and
+/// Content-Transfer-Encoding when the body was re-encoded.
+fn header_fields(
+    p: &MessagePart<'_>,
+    buf: &[u8],
+    replace: &[(String, String)],
+    content: Option<&[(String, String)]>,
+    out: &mut Vec<Splice>,
+) {
+    let mut content_written = false;
+    for h in &p.headers {
+        let (start, end) = (h.offset_field as usize, (h.offset_end as usize).min(buf.len()));
+        if start >= end {
+            continue;
+        }
+        let name = h.name.as_str();
+        let is_content = name.eq_ignore_ascii_case("content-type")
+            || name.eq_ignore_ascii_case("content-transfer-encoding");
+        if let (Some(content), true) = (content, is_content) {
+            // The new pair takes the place of the first of the two; the other goes.
+            let mut bytes = Vec::new();
+            if !content_written {
+                for (n, v) in content {
+                    headers::push(&mut bytes, n, v);
+                }
+                content_written = true;
+            }
+            out.push((start, end, bytes));
+            continue;
+        }
+        match headers::rewrite_field(name, &buf[start..end], &h.value, replace) {
+            Field::Keep => {}
+            Field::Replace(mut bytes) => {
+                if !bytes.ends_with(b"\n") && buf[..end].ends_with(b"\n") {
+                    bytes.extend_from_slice(b"\r\n");
+                }
+                out.push((start, end, bytes));
+            }
+            Field::Drop => out.push((start, end, Vec::new())),
+        }
+    }
+    if let (Some(content), false) = (content, content_written) {
+        let mut bytes = Vec::new();
+        for (n, v) in content {
+            headers::push(&mut bytes, n, v);
+        }
+        let at = (p.offset_header as usize).min(buf.len());
+        out.push((at, at, bytes));
+    }
+}
+
+enum TextChange {
+    None,
+    /// The body's own bytes with the addresses replaced: transfer encoding and charset
+    /// unchanged.
+    InPlace(Vec<u8>),
+    /// New Content-Type / Content-Transfer-Encoding and body.
+    Reencoded(ContentHeaders, Vec<u8>),
+}
+
+/// A text part: its decoded text decides whether an address is there. When the raw
+/// bytes are that text (no transfer encoding, a charset in which ASCII stays ASCII), the
+/// address is replaced right there; otherwise the text is re-encoded as UTF-8.
+fn text_part(p: &MessagePart<'_>, decoded: &str, raw: &[u8], replace: &[(String, String)]) -> TextChange {
+    let reading = reading(p);
+    if !text::contains(decoded.as_bytes(), replace, reading) {
+        return TextChange::None;
+    }
+    let charset = p.content_type().and_then(|ct| ct.attribute("charset")).unwrap_or("");
+    if p.encoding == Encoding::None
+        && ascii_transparent(charset)
+        && let Some(bytes) = text::rewrite(raw, replace, reading)
+        && !text::contains(text::decode_charset(&bytes, charset.as_bytes()).as_bytes(), replace, reading)
+        // An alias longer than the address must not push a line past RFC 5322 2.1.1's
+        // 998 characters; quoted-printable wraps lines.
+        && longest_line(&bytes) <= longest_line(raw).max(998)
+    {
+        return TextChange::InPlace(bytes);
+    }
+    let new =
+        text::rewrite(decoded.as_bytes(), replace, reading).unwrap_or_else(|| decoded.as_bytes().to_vec());
+    let (headers, body) = encode_part(p, &String::from_utf8_lossy(&new), replace);
+    TextChange::Reencoded(headers, body)
+}
+
+fn longest_line(bytes: &[u8]) -> usize {
+    bytes.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l).len()).max().unwrap_or(0)
+}
+
+/// How a text part is read: RFC 3676 format=flowed with DelSp=yes joins soft-broken lines.
+pub fn reading(p: &MessagePart<'_>) -> Reading {
+    let attr = |name: &str| p.content_type().and_then(|ct| ct.attribute(name)).map(str::to_ascii_lowercase);
+    Reading {
+        flowed_delsp: attr("format").as_deref() == Some("flowed") && attr("delsp").as_deref() == Some("yes"),
+    }
+}
+
+/// Charsets in which every byte below 0x80 is that ASCII character and no byte of a
+/// non-ASCII character is below 0x80: an address found in the bytes is the address in
+/// the text, and replacing it touches nothing else. (Not so UTF-16, UTF-7, ISO-2022-*,
+/// Shift_JIS, Big5 or GBK: those are decoded and re-encoded.)
+fn ascii_transparent(charset: &str) -> bool {
+    let c = charset.trim().to_ascii_lowercase().replace('_', "-");
+    c.is_empty()
+        || ["us-ascii", "ascii", "utf-8", "utf8"].contains(&c.as_str())
+        || ["iso-8859-", "iso8859-", "latin", "windows-12", "cp12", "koi8-", "euc-"]
+            .iter()
+            .any(|p| c.starts_with(p))
+}
+
+/// New content headers and body for rewritten text, in the part's own transfer encoding
+/// family (base64 stays base64, anything else becomes quoted-printable, which keeps lines
+/// short and 7-bit safe). The charset becomes UTF-8, as the text now is.
+fn encode_part(p: &MessagePart<'_>, text: &str, replace: &[(String, String)]) -> (ContentHeaders, Vec<u8>) {
+    let clean = |s: &str| {
+        text::rewrite(s.as_bytes(), replace, Reading::default())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|| s.to_owned())
+    };
+    let (ctype, subtype) = p
         .content_type()
         .map(|ct| (ct.ctype().to_owned(), ct.subtype().unwrap_or("plain").to_owned()))
         .unwrap_or_else(|| ("text".into(), "plain".into()));
     let mut content_type = format!("{ctype}/{subtype}; charset=utf-8");
-    if let Some(attrs) = part.content_type().and_then(|ct| ct.attributes()) {
-        for a in attrs.iter().filter(|a| !a.name.eq_ignore_ascii_case("charset")) {
-            let value: String = a.value.chars().filter(|c| !c.is_control() && *c != '"').collect();
-            content_type.push_str(&format!("; {}=\"{}\"", a.name, value));
+    for a in p.content_type().and_then(|ct| ct.attributes()).unwrap_or(&[]) {
+        if !a.name.eq_ignore_ascii_case("charset") {
+            content_type.push_str("; ");
+            content_type.push_str(&headers::parameter(&a.name, &clean(&a.value)));
         }
     }
     let text = text.replace("\r\n", "\n").replace('\n', "\r\n");
-    let (cte, mut body) = if part.encoding == Encoding::Base64 {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
-        let mut body = Vec::with_capacity(b64.len() + b64.len() / 76 * 2 + 2);
-        for line in b64.as_bytes().chunks(76) {
-            body.extend_from_slice(line);
-            body.extend_from_slice(b"\r\n");
-        }
-        ("base64", body)
+    let (cte, body) = if p.encoding == Encoding::Base64 {
+        ("base64", base64_lines(text.as_bytes()))
     } else {
         ("quoted-printable", quoted_printable::encode(text.as_bytes()))
     };
-    if !body.ends_with(b"\r\n") {
-        body.extend_from_slice(b"\r\n");
-    }
     let headers = vec![
         ("Content-Type".to_owned(), content_type),
         ("Content-Transfer-Encoding".to_owned(), cte.to_owned()),
@@ -86,168 +299,99 @@ fn encode_part(part: &MessagePart<'_>, text: &str) -> (Vec<(String, String)>, Ve
     (headers, body)
 }
 
-/// When the root part itself is a text part that needs rewriting.
-pub fn rewrite_root(message: &Message<'_>, _raw: &[u8], replace: &[(String, String)]) -> Option<RootRewrite> {
-    if replace.is_empty() {
-        return None;
+/// Base64 in lines of 76 characters (RFC 2045 6.8), each ending in CRLF.
+fn base64_lines(data: &[u8]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(b64.len() + b64.len() / 76 * 2 + 2);
+    for line in b64.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
     }
-    let root = message.parts.first()?;
-    let new_text = rewrite_text(text_of(root)?, replace)?;
-    let (headers, body) = encode_part(root, &new_text);
-    Some(RootRewrite { headers, body })
-}
-
-/// The whole raw message with every nested text part that names a hidden address
-/// rewritten; nested messages (forwards, message/rfc822) are rewritten recursively.
-pub fn rewrite_parts(message: &Message<'_>, raw: &[u8], replace: &[(String, String)]) -> Vec<u8> {
-    if replace.is_empty() {
-        return raw.to_vec();
-    }
-    // (start, end, replacement) in ascending order; parts never overlap as leaves.
-    let mut splices: Vec<(usize, usize, Vec<u8>)> = Vec::new();
-    for part in message.parts.iter().skip(1) {
-        let (hs, bs, end) =
-            (part.offset_header as usize, part.offset_body as usize, part.offset_end as usize);
-        if !(hs <= bs && bs <= end && end <= raw.len()) {
-            continue;
-        }
-        if let Some(new_text) = text_of(part).and_then(|t| rewrite_text(t, replace)) {
-            let (content, body) = encode_part(part, &new_text);
-            let mut block = Vec::new();
-            for h in &part.headers {
-                let name = h.name.as_str();
-                if name.eq_ignore_ascii_case("content-type")
-                    || name.eq_ignore_ascii_case("content-transfer-encoding")
-                {
-                    continue;
-                }
-                block.extend_from_slice(&raw[h.offset_field as usize..h.offset_end as usize]);
-            }
-            for (name, value) in &content {
-                super::headers::push(&mut block, name, value);
-            }
-            block.extend_from_slice(b"\r\n");
-            block.extend_from_slice(&body);
-            splices.push((hs, end, trim_to_original_ending(block, &raw[hs..end])));
-        } else if let PartType::Message(nested) = &part.body {
-            let inner = &raw[bs..end];
-            if nested.raw_message() != inner {
-                continue;
-            }
-            let rewritten = rewrite_nested(nested, inner, replace);
-            if rewritten != inner {
-                splices.push((bs, end, rewritten));
-            }
-        }
-    }
-    splices.sort_by_key(|s| s.0);
-    let mut out = Vec::with_capacity(raw.len() + 256);
-    let mut at = 0;
-    for (start, end, bytes) in splices {
-        if start < at {
-            continue; // inside a part already replaced
-        }
-        out.extend_from_slice(&raw[at..start]);
-        out.extend_from_slice(&bytes);
-        at = end;
-    }
-    out.extend_from_slice(&raw[at..]);
     out
 }
 
-/// A forwarded message: its headers get the addresses replaced in their text (quoted or
-/// encoded headers are rebuilt), its parts are rewritten like the outer message's.
-fn rewrite_nested(nested: &Message<'_>, raw: &[u8], replace: &[(String, String)]) -> Vec<u8> {
-    let Some(root) = nested.parts.first() else { return raw.to_vec() };
-    let body_start = (root.offset_body as usize).min(raw.len());
-    let mut out = Vec::with_capacity(raw.len());
-    for h in &root.headers {
-        let field = &raw[h.offset_field as usize..(h.offset_end as usize).min(raw.len())];
-        let text = String::from_utf8_lossy(field);
-        let decoded = match &h.value {
-            mail_parser::HeaderValue::Text(t) => Some(t.to_string()),
-            _ => None,
-        };
-        let needs = rewrite_text(&text, replace).is_some()
-            || decoded.as_deref().and_then(|d| rewrite_text(d, replace)).is_some();
-        if !needs {
-            out.extend_from_slice(field);
-            continue;
+/// A part's bytes end where the next boundary's CRLF begins; mail-parser's offset_end may
+/// or may not include that CRLF, so the replacement ends the way the original did.
+fn ending_like(mut bytes: Vec<u8>, original: &[u8]) -> Vec<u8> {
+    if original.ends_with(b"\n") {
+        if !bytes.ends_with(b"\n") {
+            bytes.extend_from_slice(b"\r\n");
         }
-        match decoded.and_then(|d| rewrite_text(&d, replace)) {
-            Some(clean) => {
-                super::headers::push(&mut out, h.name.as_str(), &super::headers::encode_text(&clean))
-            }
-            // Address headers: the raw text with the addresses replaced.
-            None => {
-                if let Some(clean) = rewrite_text(&text, replace) {
-                    out.extend_from_slice(clean.as_bytes());
-                }
+    } else {
+        while bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
             }
         }
     }
-    out.extend_from_slice(b"\r\n");
-    match rewrite_root(nested, raw, replace) {
-        Some(r) => {
-            // Rebuild the nested header block's content headers too.
-            let mut with_headers = Vec::new();
-            for line in split_header_fields(&out) {
-                let lower = String::from_utf8_lossy(line).to_ascii_lowercase();
-                if lower.starts_with("content-type:") || lower.starts_with("content-transfer-encoding:") {
-                    continue;
-                }
-                if line != b"\r\n" {
-                    with_headers.extend_from_slice(line);
-                }
-            }
-            for (name, value) in &r.headers {
-                super::headers::push(&mut with_headers, name, value);
-            }
-            with_headers.extend_from_slice(b"\r\n");
-            with_headers.extend_from_slice(&r.body);
-            with_headers
-        }
-        None => {
-            let body = rewrite_parts(nested, raw, replace);
-            out.extend_from_slice(&body[body_start.min(body.len())..]);
-            out
+    bytes
+}
+
+/// Delivery and read reports (RFC 3464, RFC 8098, RFC 6533): header-like text that names
+/// the recipient, sent as message/* so mail-parser keeps it as bytes.
+pub fn is_report(p: &MessagePart<'_>) -> bool {
+    p.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("message")
+            && ct.subtype().is_some_and(|s| {
+                [
+                    "delivery-status",
+                    "disposition-notification",
+                    "global-delivery-status",
+                    "global-disposition-notification",
+                ]
+                .iter()
+                .any(|r| s.eq_ignore_ascii_case(r))
+            })
+    })
+}
+
+/// A report's body with the addresses replaced, in its own transfer encoding.
+fn report_part(
+    p: &MessagePart<'_>,
+    decoded: &[u8],
+    raw: &[u8],
+    replace: &[(String, String)],
+) -> Option<Vec<u8>> {
+    match p.encoding {
+        Encoding::None => text::rewrite(raw, replace, Reading::default()),
+        Encoding::Base64 => text::rewrite(decoded, replace, Reading::default()).map(|t| base64_lines(&t)),
+        Encoding::QuotedPrintable => {
+            text::rewrite(decoded, replace, Reading::default()).map(quoted_printable::encode_binary)
         }
     }
 }
 
-/// Header fields of a block, each with its folded continuation lines.
-fn split_header_fields(block: &[u8]) -> Vec<&[u8]> {
-    let mut fields = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i < block.len() {
-        if block[i] == b'\n' {
-            let next = block.get(i + 1);
-            if !matches!(next, Some(b' ') | Some(b'\t')) {
-                fields.push(&block[start..=i]);
-                start = i + 1;
-            }
-        }
-        i += 1;
+/// A forwarded message. One that is not transfer-encoded lies in `buf` and is rewritten
+/// like any part; one sent base64 or quoted-printable (RFC 2046 5.2.1 forbids it, readers
+/// decode it anyway) is rewritten in its decoded bytes and encoded again.
+fn nested_message(
+    p: &MessagePart<'_>,
+    nested: &Message<'_>,
+    buf: &[u8],
+    replace: &[(String, String)],
+    out: &mut Vec<Splice>,
+    depth: usize,
+) {
+    let inner: &[u8] = &nested.raw_message;
+    if inner.len() == buf.len() && (std::ptr::eq(inner.as_ptr(), buf.as_ptr()) || inner == buf) {
+        part(nested, buf, 0, replace, out, depth + 1, false);
+        return;
     }
-    if start < block.len() {
-        fields.push(&block[start..]);
+    let mut inner_splices = Vec::new();
+    part(nested, inner, 0, replace, &mut inner_splices, depth + 1, false);
+    if inner_splices.is_empty() {
+        return;
     }
-    fields
-}
-
-/// A part's bytes end where the next boundary's CRLF begins; mail-parser's offset_end
-/// may or may not include that CRLF, so the replacement ends the way the original did.
-fn trim_to_original_ending(mut block: Vec<u8>, original: &[u8]) -> Vec<u8> {
-    if !original.ends_with(b"\n") {
-        while block.ends_with(b"\n") {
-            block.pop();
-            if block.ends_with(b"\r") {
-                block.pop();
-            }
-        }
-    }
-    block
+    let from = nested.parts.first().map_or(0, |r| (r.offset_header as usize).min(inner.len()));
+    let rewritten = apply(inner, from, inner_splices);
+    let encoded = match p.encoding {
+        Encoding::Base64 => base64_lines(&rewritten),
+        Encoding::QuotedPrintable => quoted_printable::encode_binary(&rewritten),
+        Encoding::None => rewritten,
+    };
+    let (start, end) = body_range(p, buf);
+    out.push((start, end, ending_like(encoded, &buf[start..end])));
 }
 
 #[cfg(test)]
@@ -259,24 +403,29 @@ mod tests {
         vec![("jane@example.com".into(), "k3x@relay.example".into())]
     }
 
+    fn body_of(raw: &[u8]) -> BodyRewrite {
+        rewrite(&parse(raw).unwrap(), &replace())
+    }
+
     #[test]
     fn untouched_when_address_absent() {
         let raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b--\r\n";
-        let m = parse(raw).unwrap();
-        assert_eq!(rewrite_parts(&m, raw, &replace()), raw.to_vec());
+        let out = body_of(raw);
+        assert!(out.content_headers.is_none());
+        assert_eq!(out.bytes, raw[raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..].to_vec());
     }
 
     #[test]
     fn qp_soft_break_inside_address() {
         let raw = b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nwrite to ja=\r\nne@example.com please\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n";
-        let m = parse(raw).unwrap();
-        let out = rewrite_parts(&m, raw, &replace());
+        let out = body_of(raw).bytes;
         let text = String::from_utf8_lossy(&out);
         assert!(!text.to_lowercase().contains("jane"), "{text}");
-        assert!(text.contains("k3x@relay.example"), "{text}");
         assert!(text.contains("JVBERi0=\r\n--b--"), "{text}");
-        let again = parse(&out).unwrap();
-        assert_eq!(again.parts.len(), m.parts.len());
+        let mut whole = b"Content-Type: multipart/alternative; boundary=b\r\n\r\n".to_vec();
+        whole.extend_from_slice(&out);
+        let again = parse(&whole).unwrap();
+        assert_eq!(again.parts.len(), 3);
         assert!(again.body_text(0).unwrap().contains("write to k3x@relay.example please"));
     }
 
@@ -287,11 +436,87 @@ mod tests {
         let raw = format!(
             "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n"
         );
-        let m = parse(raw.as_bytes()).unwrap();
-        let out = rewrite_parts(&m, raw.as_bytes(), &replace());
-        let again = parse(&out).unwrap();
+        let out = body_of(raw.as_bytes()).bytes;
+        let mut whole = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+        whole.extend_from_slice(&out);
+        let again = parse(&whole).unwrap();
         let body = again.body_html(0).unwrap();
         assert!(!body.contains("jane"), "{body}");
         assert!(body.contains("k3x@relay.example"));
+    }
+
+    #[test]
+    fn plain_text_is_rewritten_in_place_keeping_charset_and_encoding() {
+        let raw = b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\nGr\xfc\xdfe, jane@example.com\r\n-- =_lookalike boundary line\r\n";
+        let out = body_of(raw);
+        assert!(out.content_headers.is_none(), "no re-encoding");
+        assert_eq!(out.bytes, b"Gr\xfc\xdfe, k3x@relay.example\r\n-- =_lookalike boundary line\r\n");
+    }
+
+    #[test]
+    fn a_line_the_alias_would_make_too_long_is_reencoded_instead() {
+        // 998 characters; with the (one character longer) alias it would be 999.
+        let line = format!("{} jane@example.com", "x".repeat(981));
+        let raw = format!("Content-Type: text/plain\r\n\r\n{line}\r\n");
+        let out = body_of(raw.as_bytes());
+        let headers = out.content_headers.expect("re-encoded");
+        assert!(headers.contains(&("Content-Transfer-Encoding".into(), "quoted-printable".into())));
+        assert!(out.bytes.split(|b| *b == b'\n').all(|l| l.len() <= 78), "wrapped");
+    }
+
+    #[test]
+    fn forwarded_message_offsets_count_from_the_outer_message() {
+        // mail-parser gives the nested parts' offsets from the start of the outer message.
+        let raw = b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: text/plain\r\n\r\nsee below\r\n--o\r\nContent-Type: message/rfc822\r\n\r\nFrom: Jane <jane@example.com>\r\nSubject: =?utf-8?q?jane=40example.com?=\r\nContent-Type: text/plain\r\n\r\nwrite to jane@example.com\r\n--o--\r\n";
+        let out = String::from_utf8(body_of(raw).bytes).unwrap();
+        assert!(!out.contains("jane@example.com") && !out.contains("jane=40"), "{out}");
+        assert!(out.contains("From: Jane <k3x@relay.example>\r\n"), "{out}");
+        assert!(out.contains("\r\nwrite to k3x@relay.example\r\n--o--\r\n"), "{out}");
+    }
+
+    #[test]
+    fn reencoded_part_without_content_type_gets_one() {
+        // A part with no Content-Type whose first field is rewritten: the new content
+        // headers are inserted where that field begins, and both survive.
+        let b64 = base64::engine::general_purpose::STANDARD.encode("write to jane@example.com");
+        let raw = format!(
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Description: for jane@example.com\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n"
+        );
+        let out = String::from_utf8(body_of(raw.as_bytes()).bytes).unwrap();
+        assert!(
+            out.contains("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Content-Description: for k3x@relay.example\r\n"), "{out}");
+        let mut whole = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+        whole.extend_from_slice(out.as_bytes());
+        assert_eq!(parse(&whole).unwrap().body_text(0).unwrap(), "write to k3x@relay.example");
+    }
+
+    #[test]
+    fn base64_forwarded_message_is_decoded_rewritten_and_encoded_again() {
+        let inner = "From: jane@example.com\r\nSubject: hi\r\n\r\nwrite to jane@example.com\r\n";
+        let raw = format!(
+            "Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--o--\r\n",
+            base64::engine::general_purpose::STANDARD.encode(inner)
+        );
+        let out = String::from_utf8(body_of(raw.as_bytes()).bytes).unwrap();
+        let b64: String =
+            out.lines().filter(|l| !l.starts_with("--") && !l.contains(':') && !l.is_empty()).collect();
+        let decoded =
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+        assert_eq!(decoded, "From: k3x@relay.example\r\nSubject: hi\r\n\r\nwrite to k3x@relay.example\r\n");
+    }
+
+    #[test]
+    fn part_headers_preamble_and_epilogue() {
+        let raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\nsent by jane@example.com\r\n--b\r\nContent-Type: application/pdf; name=\"jane@example.com.pdf\"\r\nContent-Disposition: attachment;\r\n filename*0*=utf-8''jane; filename*1*=%40example.com.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\nby jane@example.com\r\n";
+        let out = String::from_utf8(body_of(raw).bytes).unwrap();
+        assert!(!out.contains("jane"), "{out}");
+        assert!(out.contains("JVBERi0=\r\n--b--\r\n"), "{out}");
+        let mut whole = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+        whole.extend_from_slice(out.as_bytes());
+        let again = parse(&whole).unwrap();
+        assert_eq!(again.attachment(0).unwrap().attachment_name(), Some("k3x@relay.example.pdf"));
     }
 }

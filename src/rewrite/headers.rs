@@ -2,8 +2,9 @@
 //! ones are written by the relay, never copied; no header line is made from content
 //! without CR/LF being removed first.
 
-use mail_parser::{HeaderValue, Message};
+use mail_parser::{ContentType, HeaderValue, Message, MessageParser};
 
+use super::text::{self, Reading};
 use super::{IdMap, NamedAddress, Plan};
 
 /// Headers a reader needs that carry no routing address. Content-* of the root part are
@@ -53,6 +54,9 @@ pub fn write(
     if !references.is_empty() {
         push(out, "References", &references.join(" "));
     }
+    // Whatever a hidden address stood for, the reader sees the sender's alias instead.
+    let hidden: Vec<(String, String)> =
+        plan.hidden_in_headers.iter().map(|h| (h.to_lowercase(), plan.from.address.clone())).collect();
     let mut has_date = false;
     let root_headers = message.parts.first().map(|p| p.headers.as_slice()).unwrap_or(&[]);
     for header in root_headers {
@@ -63,19 +67,15 @@ pub fn write(
         if root_content.is_some() && CONTENT_HEADERS.contains(&name.as_str()) {
             continue;
         }
-        has_date |= name == "date";
         let field = &raw[header.offset_field as usize..header.offset_end as usize];
-        if contains_hidden(field, &header.value, &plan.hidden_in_headers) {
-            // A passed header that names a hidden address (a Subject quoting it): keep
-            // its decoded text with the address replaced, or drop it if it has none.
-            if let HeaderValue::Text(text) = &header.value {
-                let cleaned = replace_all(text, &plan.hidden_in_headers, &plan.from.address);
-                push(out, header.name.as_str(), &encode_text(&cleaned));
-            }
-            continue;
-        }
-        out.extend_from_slice(field);
-        if !field.ends_with(b"\n") {
+        let bytes = match rewrite_field(header.name.as_str(), field, &header.value, &hidden) {
+            Field::Keep => field.to_vec(),
+            Field::Replace(bytes) => bytes,
+            Field::Drop => continue,
+        };
+        has_date |= name == "date";
+        out.extend_from_slice(&bytes);
+        if !bytes.ends_with(b"\n") {
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -101,39 +101,149 @@ fn mapped_ids(value: &HeaderValue<'_>, ids: &IdMap) -> Vec<String> {
     list.into_iter().filter_map(|id| ids.get(id)).map(|id| format!("<{id}>")).collect()
 }
 
-fn contains_hidden(field: &[u8], value: &HeaderValue<'_>, hidden: &[String]) -> bool {
-    let raw = String::from_utf8_lossy(field).to_lowercase();
-    let decoded = match value {
-        HeaderValue::Text(t) => t.to_lowercase(),
-        _ => String::new(),
-    };
-    hidden.iter().any(|h| raw.contains(h.as_str()) || decoded.contains(h.as_str()))
+/// What becomes of one header field that passes to the reader.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Field {
+    /// No hidden address in it: the original bytes.
+    Keep,
+    /// The field with every hidden address replaced (a complete field, CRLF-terminated).
+    Replace(Vec<u8>),
+    /// It could not be cleaned; better lost than leaked.
+    Drop,
 }
 
-/// Replaces every case-insensitive occurrence of the needles.
-pub fn replace_all(text: &str, needles: &[String], with: &str) -> String {
-    let mut out = text.to_owned();
-    for needle in needles {
-        if needle.is_empty() {
-            continue;
+/// A header field (`field`: its raw bytes, `value`: as mail-parser read it) with every
+/// hidden address (`replace`: lowercase real address, alias) replaced. The raw bytes are
+/// rewritten in place first, so what was fine stays as it was; when the address hides in
+/// what only the parsed value shows (RFC 2231 parameter continuations), the field is
+/// written anew from that value; each result is parsed again to be sure.
+pub fn rewrite_field(
+    name: &str,
+    field: &[u8],
+    value: &HeaderValue<'_>,
+    replace: &[(String, String)],
+) -> Field {
+    if replace.is_empty()
+        || !text::contains(field, replace, Reading::default()) && !value_shows(value, replace)
+    {
+        return Field::Keep;
+    }
+    if let Some(bytes) =
+        text::rewrite(field, replace, Reading::default()).filter(|b| !field_shows(b, replace))
+    {
+        return Field::Replace(bytes);
+    }
+    match rebuild(name, value, replace) {
+        Some(bytes) if !field_shows(&bytes, replace) => Field::Replace(bytes),
+        _ => Field::Drop,
+    }
+}
+
+/// Whether a field, raw or parsed on its own, still shows a hidden address.
+pub fn field_shows(field: &[u8], replace: &[(String, String)]) -> bool {
+    if text::contains(field, replace, Reading::default()) {
+        return true;
+    }
+    let mut block = field.to_vec();
+    if !block.ends_with(b"\n") {
+        block.extend_from_slice(b"\r\n");
+    }
+    block.extend_from_slice(b"\r\n");
+    MessageParser::default()
+        .parse_headers(&block)
+        .is_some_and(|m| m.parts[0].headers.iter().any(|h| value_shows(&h.value, replace)))
+}
+
+/// Whether a parsed header value shows a hidden address in any of its decoded texts.
+pub fn value_shows(value: &HeaderValue<'_>, replace: &[(String, String)]) -> bool {
+    let shows = |s: &str| text::contains(s.as_bytes(), replace, Reading::default());
+    match value {
+        HeaderValue::Text(t) => shows(t),
+        HeaderValue::TextList(list) => list.iter().any(|t| shows(t)),
+        HeaderValue::Address(a) => {
+            a.iter().any(|x| x.name.as_deref().is_some_and(shows) || x.address.as_deref().is_some_and(shows))
         }
-        let mut result = String::with_capacity(out.len());
-        let lower = out.to_lowercase();
-        // Lowercasing can change byte lengths outside ASCII; fall back to exact matching then.
-        if lower.len() != out.len() {
-            out = out.replace(needle.as_str(), with);
-            continue;
+        HeaderValue::ContentType(ct) => {
+            shows(ct.ctype())
+                || ct.subtype().is_some_and(shows)
+                || ct.attributes().unwrap_or(&[]).iter().any(|a| shows(&a.value))
         }
-        let mut last = 0;
-        for (i, _) in lower.match_indices(needle.as_str()) {
-            result.push_str(&out[last..i]);
-            result.push_str(with);
-            last = i + needle.len();
+        _ => false,
+    }
+}
+
+/// The field written anew from its parsed value with the addresses replaced, for the
+/// value kinds that can be written back without losing meaning.
+fn rebuild(name: &str, value: &HeaderValue<'_>, replace: &[(String, String)]) -> Option<Vec<u8>> {
+    let clean = |s: &str| -> String {
+        text::rewrite(s.as_bytes(), replace, Reading::default())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|| s.to_owned())
+    };
+    let value = match value {
+        HeaderValue::Text(t) => encode_text(&clean(t)),
+        HeaderValue::TextList(list) => {
+            list.iter().map(|t| encode_text(&clean(t))).collect::<Vec<_>>().join(", ")
         }
-        result.push_str(&out[last..]);
-        out = result;
+        HeaderValue::Address(a) => a
+            .iter()
+            .map(|x| match x.address.as_deref() {
+                Some(address) => {
+                    mailbox(&NamedAddress { name: x.name.as_deref().map(clean), address: clean(address) })
+                }
+                None => encode_text(&clean(x.name.as_deref().unwrap_or(""))),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        HeaderValue::ContentType(ct) => content_type(ct, clean),
+        _ => return None,
+    };
+    let mut out = Vec::new();
+    push(&mut out, name, &value);
+    Some(out)
+}
+
+/// `type/subtype; name="value"…` (also for Content-Disposition, which mail-parser reads
+/// the same way), each value cleaned; values that are not printable ASCII are written as
+/// RFC 2231 `name*=utf-8''…`.
+pub fn content_type(ct: &ContentType<'_>, clean: impl Fn(&str) -> String) -> String {
+    let mut out = ct.ctype().to_owned();
+    if let Some(sub) = ct.subtype() {
+        out.push('/');
+        out.push_str(sub);
+    }
+    for a in ct.attributes().unwrap_or(&[]) {
+        out.push_str("; ");
+        out.push_str(&parameter(&a.name, &clean(&a.value)));
     }
     out
+}
+
+/// One MIME parameter (RFC 2045 5.1, RFC 2231 4).
+pub fn parameter(name: &str, value: &str) -> String {
+    let name: String =
+        name.chars().filter(|c| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=*".contains(*c)).collect();
+    if value.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+        format!("{name}=\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        let encoded: String = value
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("{name}*=utf-8''{encoded}")
+    }
+}
+
+/// Replaces every case-insensitive occurrence of the needles (and their encoded forms,
+/// see `text`).
+pub fn replace_all(text: &str, needles: &[String], with: &str) -> String {
+    let pairs: Vec<(String, String)> = needles.iter().map(|n| (n.to_lowercase(), with.to_owned())).collect();
+    text::rewrite(text.as_bytes(), &pairs, Reading::default())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| text.to_owned())
 }
 
 /// `"Name" <address>`, the name quoted or RFC 2047-encoded, CR/LF removed.

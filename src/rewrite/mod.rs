@@ -5,8 +5,9 @@
 pub mod body;
 pub mod headers;
 pub mod ids;
+pub mod text;
 
-use mail_parser::{Message, MessageParser};
+use mail_parser::{Message, MessageParser, PartType};
 
 pub use ids::IdMap;
 
@@ -15,6 +16,9 @@ pub use ids::IdMap;
 pub enum RewriteError {
     #[error("message has no header section")]
     Unparseable,
+    /// The rewritten message, read again, still shows a hidden address: it is not sent.
+    #[error("a hidden address survived rewriting")]
+    WouldLeak,
 }
 
 /// A mailbox as written in a header: display name and address.
@@ -50,22 +54,76 @@ pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
     MessageParser::default().parse(raw)
 }
 
-/// The rewritten message: new header block, then the body with rewritten text parts.
+/// The rewritten message: new header block, then the body with every hidden address
+/// replaced. Read back before it is handed on: if a hidden address still shows, the
+/// message is refused rather than sent.
 pub fn rewrite(message: &Message<'_>, raw: &[u8], plan: &Plan, ids: &IdMap) -> Result<Vec<u8>, RewriteError> {
-    let root = message.parts.first().ok_or(RewriteError::Unparseable)?;
-    let body_start = (root.offset_body as usize).min(raw.len());
+    message.parts.first().ok_or(RewriteError::Unparseable)?;
+    let body = body::rewrite(message, &plan.replace_in_body);
     let mut out = Vec::with_capacity(raw.len() + 512);
-    let rewritten_root = body::rewrite_root(message, raw, &plan.replace_in_body);
-    headers::write(&mut out, message, plan, ids, rewritten_root.as_ref().map(|r| &r.headers));
+    headers::write(&mut out, message, plan, ids, body.content_headers.as_ref());
     out.extend_from_slice(b"\r\n");
-    match rewritten_root {
-        Some(r) => out.extend_from_slice(&r.body),
-        None => {
-            let body = body::rewrite_parts(message, raw, &plan.replace_in_body);
-            out.extend_from_slice(&body[body_start.min(body.len())..]);
+    out.extend_from_slice(&body.bytes);
+    verify(&out, plan)?;
+    Ok(out)
+}
+
+/// The rewritten message read as a reader would: no hidden address in its header block,
+/// and none of `replace_in_body` anywhere the rewriter answers for (every header field,
+/// text, report, preamble and epilogue, in forwarded messages too). Attachments that are
+/// not text are passed as they are and not looked into.
+pub fn verify(out: &[u8], plan: &Plan) -> Result<(), RewriteError> {
+    let message = parse(out).ok_or(RewriteError::WouldLeak)?;
+    let root = &message.parts[0];
+    let hidden: Vec<(String, String)> =
+        plan.hidden_in_headers.iter().map(|h| (h.to_lowercase(), String::new())).collect();
+    let head = &out[..(root.offset_body as usize).min(out.len())];
+    let shows =
+        |bytes: &[u8], replace: &[(String, String)]| text::contains(bytes, replace, text::Reading::default());
+    if shows(head, &hidden) || root.headers.iter().any(|h| headers::value_shows(&h.value, &hidden)) {
+        return Err(RewriteError::WouldLeak);
+    }
+    if !plan.replace_in_body.is_empty() && shows_below(&message, 0, &plan.replace_in_body, 0) {
+        return Err(RewriteError::WouldLeak);
+    }
+    Ok(())
+}
+
+fn shows_below(m: &Message<'_>, id: usize, replace: &[(String, String)], depth: usize) -> bool {
+    let Some(p) = m.parts.get(id) else { return false };
+    if depth > 64 {
+        return true;
+    }
+    let buf: &[u8] = &m.raw_message;
+    let shows = |bytes: &[u8], reading| text::contains(bytes, replace, reading);
+    let field_shows = p.headers.iter().any(|h| {
+        let field = buf.get(h.offset_field as usize..h.offset_end as usize).unwrap_or_default();
+        shows(field, text::Reading::default()) || headers::value_shows(&h.value, replace)
+    });
+    if field_shows {
+        return true;
+    }
+    let reading = body::reading(p);
+    match &p.body {
+        PartType::Text(t) | PartType::Html(t) => shows(t.as_bytes(), reading),
+        PartType::Binary(b) | PartType::InlineBinary(b) => body::is_report(p) && shows(b, reading),
+        PartType::Message(nested) => shows_below(nested, 0, replace, depth + 1),
+        PartType::Multipart(children) => {
+            let mut at = p.offset_body as usize;
+            for &c in children.iter().filter(|c| **c as usize != id) {
+                let Some(child) = m.parts.get(c as usize) else { continue };
+                if shows(
+                    buf.get(at..child.offset_header as usize).unwrap_or_default(),
+                    text::Reading::default(),
+                ) || shows_below(m, c as usize, replace, depth + 1)
+                {
+                    return true;
+                }
+                at = child.offset_end as usize;
+            }
+            shows(buf.get(at..p.offset_end as usize).unwrap_or_default(), text::Reading::default())
         }
     }
-    Ok(out)
 }
 
 /// Every message id the message names (its own, In-Reply-To, References), in order.
@@ -80,4 +138,50 @@ pub fn referenced_ids<'a>(message: &'a Message<'a>) -> Vec<&'a str> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            from: NamedAddress { name: Some("Jane via Market".into()), address: "k3x@relay.example".into() },
+            reply_to: "k3x@relay.example".into(),
+            to: NamedAddress { name: Some("Acme".into()), address: "support@acme.example".into() },
+            hidden_in_headers: vec!["jane@example.com".into()],
+            replace_in_body: vec![("jane@example.com".into(), "k3x@relay.example".into())],
+            message_id: "m1@relay.example".into(),
+            extra_headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rewritten_message_shows_no_hidden_address() {
+        let raw = b"From: Jane <jane@example.com>\r\nSubject: =?utf-8?q?from_jane=40example.com?=\r\nContent-Type: text/plain\r\n\r\nwrite to JANE@example.com\r\n";
+        let message = parse(raw).unwrap();
+        let out = rewrite(&message, raw, &plan(), &IdMap::default()).unwrap();
+        assert_eq!(verify(&out, &plan()), Ok(()));
+        assert!(String::from_utf8_lossy(&out).ends_with("\r\n\r\nwrite to k3x@relay.example\r\n"));
+    }
+
+    #[test]
+    fn what_still_shows_an_address_is_refused_not_sent() {
+        let leaky = b"From: <k3x@relay.example>\r\nSubject: hi\r\n\r\nwrite to jane&#64;example.com\r\n";
+        assert_eq!(verify(leaky, &plan()), Err(RewriteError::WouldLeak));
+        let leaky =
+            b"From: <k3x@relay.example>\r\nX-Note: =?utf-8?b?amFuZUBleGFtcGxlLmNvbQ==?=\r\n\r\nhi\r\n";
+        assert_eq!(verify(leaky, &plan()), Err(RewriteError::WouldLeak));
+        // Forwards nested deeper than the rewriter follows: refused, not passed on.
+        let mut raw = String::from("From: Jane <jane@example.com>\r\nSubject: fw\r\n");
+        for _ in 0..40 {
+            raw.push_str("Content-Type: message/rfc822\r\n\r\nSubject: fw\r\n");
+        }
+        raw.push_str("Content-Type: text/plain\r\n\r\nwrite to jane@example.com\r\n");
+        let message = parse(raw.as_bytes()).unwrap();
+        assert_eq!(
+            rewrite(&message, raw.as_bytes(), &plan(), &IdMap::default()),
+            Err(RewriteError::WouldLeak)
+        );
+    }
 }

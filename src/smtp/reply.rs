@@ -59,6 +59,8 @@ pub const AUTH_TEMPFAIL: Reply =
 pub const TOO_MANY_RECIPIENTS: Reply =
     r(452, "4.5.3 Too many recipients for one message; send the rest in another");
 pub const UNPARSEABLE: Reply = r(554, "5.6.0 Message could not be parsed as RFC 5322 mail");
+pub const CANNOT_REWRITE: Reply =
+    r(554, "5.6.0 Message content could not be rewritten without revealing a real address; it was not sent");
 
 pub const GREET_FIRST: Reply = r(503, "5.5.1 Send EHLO or HELO first");
 pub const MAIL_FIRST: Reply = r(503, "5.5.1 Send MAIL FROM first");

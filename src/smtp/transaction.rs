@@ -207,7 +207,11 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
         plan.extra_headers.push(("Authentication-Results", auth_results.clone()));
         let bytes = match rewrite::rewrite(&message, raw, &plan, &idmap) {
             Ok(b) => b,
-            Err(_) => return reply::UNPARSEABLE,
+            Err(rewrite::RewriteError::WouldLeak) => {
+                warn!(thread = %rcpt.thread.id, "rewritten message still showed a hidden address; refused");
+                return reply::CANNOT_REWRITE;
+            }
+            Err(rewrite::RewriteError::Unparseable) => return reply::UNPARSEABLE,
         };
         mappings.extend(idmap.new_mappings.iter().map(|(relay, original)| IdMapping {
             thread_id: rcpt.thread.id.clone(),
