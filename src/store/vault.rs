@@ -32,10 +32,11 @@ pub enum VaultError {
     BadKey { index: usize, problem: String },
     #[error("no privacy key: set privacy.keys (MASKRELAY_PRIVACY_KEYS) or privacy.key_file")]
     NoKey,
-    #[error("cannot read privacy.key_file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("cannot write privacy.key_file {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    // The io error is part of the message, not a `source`: error chains would print it twice.
+    #[error("cannot read privacy.key_file {path}: {cause}{hint}")]
+    Read { path: String, cause: std::io::Error, hint: &'static str },
+    #[error("cannot write privacy.key_file {path}: {cause}")]
+    Write { path: String, cause: std::io::Error },
     #[error(
         "value sealed under privacy key id {0}, which is not configured (add that key to privacy.keys or privacy.key_file)"
     )]
@@ -151,8 +152,16 @@ impl Vault {
     /// Keys from a key file: one base64 key per line, current first; `#` comments and
     /// blank lines are skipped.
     pub fn read_key_file(path: &Path) -> Result<Self, VaultError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| VaultError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|cause| VaultError::Read {
+            path: path.display().to_string(),
+            hint: if cause.kind() == std::io::ErrorKind::NotFound {
+                " (`maskrelay serve` creates it on first start and `maskrelay init` writes one; \
+                 point privacy.key_file at the relay's own file)"
+            } else {
+                ""
+            },
+            cause,
+        })?;
         let keys: Vec<&str> =
             text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
         Self::from_base64(&keys)
@@ -176,7 +185,7 @@ impl Vault {
             file.write_all(text.as_bytes())?;
             file.sync_all()
         };
-        write(path).map_err(|source| VaultError::Write { path: path.display().to_string(), source })
+        write(path).map_err(|cause| VaultError::Write { path: path.display().to_string(), cause })
     }
 
     /// The keyring the configuration names: `privacy.keys`, else `privacy.key_file`. With
