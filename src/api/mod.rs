@@ -3,6 +3,7 @@
 pub mod errors;
 pub mod events;
 pub mod health;
+pub mod paging;
 pub mod queue;
 pub mod revoke_page;
 pub mod stores;

@@ -169,7 +169,7 @@ pub async fn delete(db: &Db, id: &StoreId, by: Actor) -> Result<u64, StoreError>
     }
     let revoked = sqlx::query(
         "UPDATE threads SET status = 'revoked', updated_at = $2 \
-         WHERE store_id = $1 AND status = 'active'",
+         WHERE store_id = $1 AND status IN ('active', 'disabled')",
     )
     .bind(id.as_str())
     .bind(t)

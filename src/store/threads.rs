@@ -17,6 +17,8 @@ use crate::address::{self, Mailbox, Side, StoreId};
 #[serde(rename_all = "lowercase")]
 pub enum ThreadStatus {
     Active,
+    /// Paused by the shopper or operator: refuses mail like a revoke, but can be enabled again.
+    Disabled,
     Revoked,
     Expired,
     Erased,
@@ -27,6 +29,7 @@ impl ThreadStatus {
         Ok(match s {
             "active" if expires_at <= at => Self::Expired,
             "active" => Self::Active,
+            "disabled" => Self::Disabled,
             "revoked" => Self::Revoked,
             "erased" => Self::Erased,
             other => return Err(StoreError::Corrupt(format!("thread status {other:?}"))),
@@ -35,6 +38,22 @@ impl ThreadStatus {
     /// The one place that says whether an alias of the thread takes mail.
     pub fn accepts_mail(self) -> bool {
         self == Self::Active
+    }
+    /// The stored text (`Expired` is never stored: it is derived from `expires_at`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::Erased => "erased",
+        }
+    }
+    /// Parses a status as the API names it (`?status=`).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Active, Self::Disabled, Self::Revoked, Self::Expired, Self::Erased]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 
@@ -237,7 +256,8 @@ async fn record(
 /// erased.
 pub async fn revoke(db: &Db, id: &str, by: Actor) -> Result<Thread, StoreError> {
     let changed = sqlx::query(
-        "UPDATE threads SET status = 'revoked', updated_at = $2 WHERE id = $1 AND status = 'active'",
+        "UPDATE threads SET status = 'revoked', updated_at = $2 WHERE id = $1 \
+         AND status IN ('active', 'disabled')",
     )
     .bind(id)
     .bind(now())
@@ -253,11 +273,47 @@ pub async fn revoke(db: &Db, id: &str, by: Actor) -> Result<Thread, StoreError> 
     Ok(thread)
 }
 
+/// Pauses one active thread: its aliases refuse mail (`550 5.1.1`) until it is enabled
+/// again. Disabling twice is harmless and recorded once.
+pub async fn disable(db: &Db, id: &str, by: Actor) -> Result<Thread, StoreError> {
+    set_paused(db, id, by, "active", "disabled", "thread.disable").await
+}
+
+/// Lifts a pause; a revoked, erased or expired thread stays as it is.
+pub async fn enable(db: &Db, id: &str, by: Actor) -> Result<Thread, StoreError> {
+    set_paused(db, id, by, "disabled", "active", "thread.enable").await
+}
+
+async fn set_paused(
+    db: &Db,
+    id: &str,
+    by: Actor,
+    from: &'static str,
+    to: &'static str,
+    action: &str,
+) -> Result<Thread, StoreError> {
+    let changed =
+        sqlx::query("UPDATE threads SET status = $3, updated_at = $2 WHERE id = $1 AND status = $4")
+            .bind(id)
+            .bind(now())
+            .bind(to)
+            .bind(from)
+            .execute(&db.pool)
+            .await?
+            .rows_affected();
+    let thread = get(db, id).await?;
+    if changed > 0 {
+        audit::record(db, by, action, &thread.id, serde_json::json!({})).await?;
+    }
+    Ok(thread)
+}
+
 /// Revokes every active thread of a shopper; returns how many changed.
 pub async fn revoke_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64, StoreError> {
     let indexes = db.vault.blind_indexes(&shopper.normalized());
     let sql = format!(
-        "UPDATE threads SET status = 'revoked', updated_at = $1 WHERE status = 'active' AND {}",
+        "UPDATE threads SET status = 'revoked', updated_at = $1 \
+         WHERE status IN ('active', 'disabled') AND {}",
         shopper_key_in(indexes.len(), 2)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now());
