@@ -111,6 +111,9 @@ enum ThreadCmd {
         name: Option<String>,
         #[arg(long)]
         ttl_days: Option<u32>,
+        /// The shopper's language (en, ja); default relay.locale.
+        #[arg(long)]
+        locale: Option<String>,
     },
     Show {
         id: String,
@@ -283,8 +286,9 @@ fn mailbox(email: &str) -> Result<Mailbox> {
 async fn thread_cmd(config: &Config, cmd: ThreadCmd) -> Result<()> {
     let db = db(config).await?;
     match cmd {
-        ThreadCmd::Create { store, order, email, name, ttl_days } => {
-            let req = NewThreadRequest { order, store, shopper: ShopperInput { email, name }, ttl_days };
+        ThreadCmd::Create { store, order, email, name, ttl_days, locale } => {
+            let req =
+                NewThreadRequest { order, store, shopper: ShopperInput { email, name }, ttl_days, locale };
             let new = req.validate(config).map_err(api_err)?;
             if stores::get(&db, &new.store).await.is_err() {
                 bail!("store: no such store");
