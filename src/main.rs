@@ -58,6 +58,55 @@ enum Command {
     /// Privacy keys: generate a new one, rotate stored data to the current one.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Leak incidents: show one, notify its shoppers.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
+    /// Webhooks: add, list, delete.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
+    /// Retention: run one sweep now (erase what is due, delete old events).
+    #[command(subcommand)]
+    Retention(RetentionCmd),
+}
+
+#[derive(Subcommand)]
+enum IncidentCmd {
+    Show {
+        id: String,
+    },
+    /// Mail every shopper the incident hit and who was not told yet. SUBJECT and TEXT are
+    /// one text, or JSON per language ('{"en":"…","ja":"…"}'); they may use {store},
+    /// {order}, {marketplace} and {revoke_url}.
+    Notify {
+        #[arg(long)]
+        store: String,
+        id: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        text: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookCmd {
+    /// Register a URL for event types (repeat --event); prints the signing secret once.
+    Add {
+        #[arg(long)]
+        url: String,
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+    },
+    List,
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCmd {
+    /// One sweep, as the relay runs it every threads.retention_interval_secs.
+    Run,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +140,12 @@ enum StoreCmd {
     },
     Leaks {
         id: String,
+    },
+    /// The store's leak incidents, newest first.
+    Incidents {
+        id: String,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
     },
     /// Issue a submission login (SMTP AUTH) for the store; prints the password once.
     Credentials {
@@ -190,6 +245,64 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Queue(cmd) => queue_cmd(&config, cmd).await,
         Command::Keys(KeysCmd::Generate) => unreachable!("handled above"),
         Command::Keys(KeysCmd::Rotate) => rotate_keys(&config).await,
+        Command::Incident(cmd) => incident_cmd(&config, cmd).await,
+        Command::Webhook(cmd) => webhook_cmd(&config, cmd).await,
+        Command::Retention(RetentionCmd::Run) => {
+            print_json(&maskrelay::retention::sweep(&db(&config).await?, &config).await?)
+        }
+    }
+}
+
+/// A text as given on the command line: JSON per language when it looks like it.
+fn localized(text: &str) -> Result<maskrelay::leak::notify::Localized> {
+    use maskrelay::leak::notify::Localized;
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).context("a text starting with { must be JSON: {\"en\":\"…\",\"ja\":\"…\"}")
+    } else {
+        Ok(Localized::One(text.to_owned()))
+    }
+}
+
+async fn incident_cmd(config: &Config, cmd: IncidentCmd) -> Result<()> {
+    let db = db(config).await?;
+    match cmd {
+        IncidentCmd::Show { id } => print_json(&maskrelay::store::incidents::get(&db, &id).await?),
+        IncidentCmd::Notify { store, id, subject, text } => {
+            let req = maskrelay::api::incidents::NotifyRequest {
+                subject: localized(&subject)?,
+                text: localized(&text)?,
+            };
+            req.validate().map_err(api_err)?;
+            let store = store_id(&store)?;
+            let outcome = maskrelay::leak::notify::notify(
+                &db,
+                config,
+                store.as_str(),
+                &id,
+                &req.subject,
+                &req.text,
+                Actor::Cli,
+            )
+            .await?;
+            print_json(&outcome)
+        }
+    }
+}
+
+async fn webhook_cmd(config: &Config, cmd: WebhookCmd) -> Result<()> {
+    use maskrelay::store::webhooks;
+    let db = db(config).await?;
+    match cmd {
+        WebhookCmd::Add { url, events } => {
+            let (url, events) =
+                maskrelay::api::webhooks::NewWebhook { url, events }.validate().map_err(api_err)?;
+            print_json(&webhooks::create(&db, &url, &events, Actor::Cli).await?)
+        }
+        WebhookCmd::List => print_json(&webhooks::list(&db).await?),
+        WebhookCmd::Delete { id } => {
+            webhooks::delete(&db, &id, Actor::Cli).await?;
+            print_json(&serde_json::json!({"deleted": id}))
+        }
     }
 }
 
@@ -269,6 +382,9 @@ async fn store_cmd(config: &Config, cmd: StoreCmd) -> Result<()> {
             print_json(&serde_json::json!({"deleted": id, "threads_revoked": n}))
         }
         StoreCmd::Leaks { id } => print_json(&events::leaks(&db, store_id(&id)?.as_str()).await?),
+        StoreCmd::Incidents { id, limit } => {
+            print_json(&maskrelay::store::incidents::list(&db, store_id(&id)?.as_str(), None, limit).await?)
+        }
         StoreCmd::Credentials { id } => {
             print_json(&maskrelay::store::credentials::create(&db, &store_id(&id)?, Actor::Cli).await?)
         }
