@@ -203,7 +203,7 @@ async fn attempts_on_inactive_aliases_are_still_recorded() {
         .http
         .post(paused["revoke_url"].as_str().unwrap())
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("action=pause")
+        .body("intent=pause")
         .send()
         .await
         .unwrap();

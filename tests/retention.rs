@@ -49,7 +49,7 @@ async fn the_sweep_erases_what_is_due_and_keeps_the_aliases() {
         .http
         .post(paused["revoke_url"].as_str().unwrap())
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("action=pause")
+        .body("intent=pause")
         .send()
         .await
         .unwrap();

@@ -4,7 +4,7 @@
 //! The page names the store and order and offers: switch this address off for good, pause
 //! it (reversible; a pause left alone for `threads.erase_after_days` ends in erasure), and,
 //! for the shopper's other active addresses (found through the blind index), a button for
-//! each and one for all. POST with no `action` field switches this address off: what the
+//! each and one for all. POST with no `intent` field switches this address off: what the
 //! single-button page did, and what an RFC 8058 one-click request
 //! (`List-Unsubscribe=One-Click`) asks. Pages are in the shopper's language: `?lang=`, else
 //! the browser's Accept-Language, else the thread's. They never show an address.
@@ -175,7 +175,7 @@ impl<'a> Reader<'a> {
         let class = if stop { " class=\"stop\"" } else { "" };
         let aria = aria.map(|a| format!(" aria-label=\"{a}\"")).unwrap_or_default();
         format!(
-            "<form method=\"post\">{hidden}<button type=\"submit\" name=\"action\" value=\"{action}\"{class}{aria}>{label}</button></form>"
+            "<form method=\"post\">{hidden}<button type=\"submit\" name=\"intent\" value=\"{action}\"{class}{aria}>{label}</button></form>"
         )
     }
 
@@ -308,7 +308,7 @@ fn action(body: &[u8]) -> Action {
         text.split('&')
             .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_owned()))
     };
-    match field("action").as_deref() {
+    match field("intent").as_deref() {
         Some("pause") => Action::Pause,
         Some("resume") => Action::Resume,
         Some("revoke_all") => Action::RevokeAll,
@@ -415,11 +415,11 @@ mod tests {
     fn form_bodies() {
         assert_eq!(action(b"List-Unsubscribe=One-Click"), Action::Revoke);
         assert_eq!(action(b""), Action::Revoke);
-        assert_eq!(action(b"action=revoke"), Action::Revoke);
-        assert_eq!(action(b"action=pause"), Action::Pause);
-        assert_eq!(action(b"action=resume"), Action::Resume);
-        assert_eq!(action(b"action=revoke_all"), Action::RevokeAll);
-        assert_eq!(action(b"thread=thr_abc&action=revoke_other"), Action::RevokeOther("thr_abc".into()));
-        assert_eq!(action(b"action=revoke_other&thread=%27%20OR"), Action::Unreadable);
+        assert_eq!(action(b"intent=revoke"), Action::Revoke);
+        assert_eq!(action(b"intent=pause"), Action::Pause);
+        assert_eq!(action(b"intent=resume"), Action::Resume);
+        assert_eq!(action(b"intent=revoke_all"), Action::RevokeAll);
+        assert_eq!(action(b"thread=thr_abc&intent=revoke_other"), Action::RevokeOther("thr_abc".into()));
+        assert_eq!(action(b"intent=revoke_other&thread=%27%20OR"), Action::Unreadable);
     }
 }
