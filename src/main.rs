@@ -253,13 +253,14 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// A text as given on the command line: JSON per language when it looks like it.
-fn localized(text: &str) -> Result<maskrelay::leak::notify::Localized> {
+/// A text as given on the command line: a JSON object per language when it is one
+/// (`{"en":"…","ja":"…"}`), else one text for every language (which may start with a
+/// `{store}` hole).
+fn localized(text: &str) -> maskrelay::leak::notify::Localized {
     use maskrelay::leak::notify::Localized;
-    if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).context("a text starting with { must be JSON: {\"en\":\"…\",\"ja\":\"…\"}")
-    } else {
-        Ok(Localized::One(text.to_owned()))
+    match serde_json::from_str::<std::collections::HashMap<String, String>>(text) {
+        Ok(per_locale) => Localized::PerLocale(per_locale),
+        Err(_) => Localized::One(text.to_owned()),
     }
 }
 
@@ -269,8 +270,8 @@ async fn incident_cmd(config: &Config, cmd: IncidentCmd) -> Result<()> {
         IncidentCmd::Show { id } => print_json(&maskrelay::store::incidents::get(&db, &id).await?),
         IncidentCmd::Notify { store, id, subject, text } => {
             let req = maskrelay::api::incidents::NotifyRequest {
-                subject: localized(&subject)?,
-                text: localized(&text)?,
+                subject: localized(&subject),
+                text: localized(&text),
             };
             req.validate().map_err(api_err)?;
             let store = store_id(&store)?;

@@ -9,7 +9,14 @@ use serde_json::{Value, json};
 use support::*;
 
 /// A thread of store `store` for `email`.
-async fn thread_for(relay: &TestRelay, store: &str, order: &str, email: &str, name: &str, locale: &str) -> Value {
+async fn thread_for(
+    relay: &TestRelay,
+    store: &str,
+    order: &str,
+    email: &str,
+    name: &str,
+    locale: &str,
+) -> Value {
     let (s, v) = relay
         .api(
             "POST",
@@ -44,8 +51,12 @@ fn read(d: &support::sink::Delivered) -> (String, String) {
     (m.subject().unwrap_or("").to_owned(), m.body_text(0).map(|t| t.into_owned()).unwrap_or_default())
 }
 
-const SHOPPERS: [&str; 4] =
-    ["jane.doe@shopper.example", "hanako.sato@shopper.example", "bob@shopper.example", "carol@shopper.example"];
+const SHOPPERS: [&str; 4] = [
+    "jane.doe@shopper.example",
+    "hanako.sato@shopper.example",
+    "bob@shopper.example",
+    "carol@shopper.example",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsiders_become_incidents_and_each_shopper_is_told_in_their_language() {
@@ -88,7 +99,8 @@ async fn outsiders_become_incidents_and_each_shopper_is_told_in_their_language()
     let (_, first) = relay.api("GET", "/v1/stores/acme/incidents?limit=1", None).await;
     assert_eq!(first["data"].as_array().unwrap().len(), 1);
     let next = first["next"].as_str().expect("a cursor").to_owned();
-    let (_, second) = relay.api("GET", &format!("/v1/stores/acme/incidents?limit=1&after={next}"), None).await;
+    let (_, second) =
+        relay.api("GET", &format!("/v1/stores/acme/incidents?limit=1&after={next}"), None).await;
     assert_eq!(second["data"].as_array().unwrap().len(), 1, "{second}");
     assert_eq!(second["next"], Value::Null);
     assert_ne!(first["data"][0]["id"], second["data"][0]["id"]);
@@ -109,7 +121,8 @@ async fn outsiders_become_incidents_and_each_shopper_is_told_in_their_language()
             "ja": "{store}のお客様情報が流出した可能性があります。ご注文 {order} を名乗るメールにご注意ください。"
         }
     });
-    let (s, done) = relay.api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(notice.clone())).await;
+    let (s, done) =
+        relay.api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(notice.clone())).await;
     assert_eq!(s, 200, "{done}");
     assert_eq!(done, json!({"incident": iid, "notified": 3, "already_notified": 0, "unreachable": 0}));
 
@@ -129,7 +142,10 @@ async fn outsiders_become_incidents_and_each_shopper_is_told_in_their_language()
         let (subject, body) = read(d);
         if to == SHOPPERS[1] {
             assert_eq!(subject, "【重要】Acme Shopでのお客様情報について");
-            assert!(body.contains("Test Marketより、Acme Shopでのご注文 A-2 に関する大切なお知らせです。"), "{body}");
+            assert!(
+                body.contains("Test Marketより、Acme Shopでのご注文 A-2 に関する大切なお知らせです。"),
+                "{body}"
+            );
             assert!(body.contains("ご注文 A-2 を名乗るメールにご注意ください。"), "{body}");
             assert_eq!(d.header("Content-Language").as_deref(), Some("ja"));
         } else {
@@ -141,14 +157,16 @@ async fn outsiders_become_incidents_and_each_shopper_is_told_in_their_language()
     }
 
     // Idempotent: again, nobody new is told.
-    let (s, again) = relay.api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(notice.clone())).await;
+    let (s, again) =
+        relay.api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(notice.clone())).await;
     assert_eq!(s, 200);
     assert_eq!(again, json!({"incident": iid, "notified": 0, "already_notified": 3, "unreachable": 0}));
     // The incident grows (the spammer finds Carol's alias too); only she is told.
     attempt(&relay, "promo@leaker.example", &alias(&carol), 550, "5.7.1").await;
     let (_, grown) = relay.api("GET", &format!("/v1/incidents/{iid}"), None).await;
     assert_eq!(grown["aliases_hit"], 4, "{grown}");
-    let (_, third) = relay.api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(notice.clone())).await;
+    let (_, third) =
+        relay.api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(notice.clone())).await;
     assert_eq!(third["notified"], 1, "{third}");
     let got = sink.wait_for(4, WAIT).await;
     assert_eq!(got[3].rcpt_to, vec![SHOPPERS[3]]);
@@ -176,11 +194,19 @@ async fn outsiders_become_incidents_and_each_shopper_is_told_in_their_language()
     let (s, e) = relay.api("POST", "/v1/stores/acme/incidents/inc_nope/notify", Some(notice.clone())).await;
     assert_eq!((s, e["error"]["code"].as_str()), (404, Some("not_found")));
     let (s, e) = relay
-        .api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(json!({"subject": "", "text": "x"})))
+        .api(
+            "POST",
+            &format!("/v1/stores/acme/incidents/{iid}/notify"),
+            Some(json!({"subject": "", "text": "x"})),
+        )
         .await;
     assert_eq!((s, e["error"]["code"].as_str()), (422, Some("invalid_request")), "{e}");
     let (s, e) = relay
-        .api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(json!({"subject": {"fr": "x"}, "text": "x"})))
+        .api(
+            "POST",
+            &format!("/v1/stores/acme/incidents/{iid}/notify"),
+            Some(json!({"subject": {"fr": "x"}, "text": "x"})),
+        )
         .await;
     assert_eq!(s, 422, "{e}");
     relay.stop().await;
@@ -215,7 +241,9 @@ async fn attempts_on_inactive_aliases_are_still_recorded() {
         .unwrap();
     let (s, _) = relay.api("POST", "/v1/shoppers/erase", Some(json!({"email": SHOPPERS[3]}))).await;
     assert_eq!(s, 200);
-    for (t, status) in [(&revoked, "revoked"), (&paused, "disabled"), (&expired, "expired"), (&erased, "erased")] {
+    for (t, status) in
+        [(&revoked, "revoked"), (&paused, "disabled"), (&expired, "expired"), (&erased, "erased")]
+    {
         let (_, v) = relay.api("GET", &format!("/v1/threads/{}", id(t)), None).await;
         assert_eq!(v["status"], status, "{v}");
     }
@@ -227,7 +255,8 @@ async fn attempts_on_inactive_aliases_are_still_recorded() {
     }
     let events = relay.wait_for_events("unauthorized_sender", 4).await;
     assert_eq!(events.len(), 4, "{events:?}");
-    let mut statuses: Vec<&str> = events.iter().map(|e| e["detail"]["alias_status"].as_str().unwrap()).collect();
+    let mut statuses: Vec<&str> =
+        events.iter().map(|e| e["detail"]["alias_status"].as_str().unwrap()).collect();
     statuses.sort();
     assert_eq!(statuses, ["disabled", "erased", "expired", "revoked"]);
     assert!(events.iter().all(|e| e["detail"]["sender_domain"] == "leaker.example"));
@@ -239,7 +268,11 @@ async fn attempts_on_inactive_aliases_are_still_recorded() {
     // Notify: the erased shopper cannot be reached; the other three can.
     let iid = id(&incidents["data"][0]);
     let (_, done) = relay
-        .api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(json!({"subject": "s", "text": "t"})))
+        .api(
+            "POST",
+            &format!("/v1/stores/acme/incidents/{iid}/notify"),
+            Some(json!({"subject": "s", "text": "t"})),
+        )
         .await;
     assert_eq!((done["notified"].as_i64(), done["unreachable"].as_i64()), (Some(3), Some(1)), "{done}");
     sink.wait_for(3, WAIT).await;
@@ -274,11 +307,70 @@ async fn incidents_on_postgres() {
     assert_eq!((list[0]["aliases_hit"].as_i64(), list[0]["attempts"].as_i64()), (Some(2), Some(4)));
     let iid = id(&list[0]);
     let (_, done) = relay
-        .api("POST", &format!("/v1/stores/acme/incidents/{iid}/notify"), Some(json!({"subject": "s", "text": "t"})))
+        .api(
+            "POST",
+            &format!("/v1/stores/acme/incidents/{iid}/notify"),
+            Some(json!({"subject": "s", "text": "t"})),
+        )
         .await;
     assert_eq!(done["notified"], 2, "{done}");
     let got = sink.wait_for(2, WAIT).await;
     let (subject, _) = read(&got[0]);
     assert_eq!(subject, "s");
+    relay.stop().await;
+}
+
+/// `maskrelay` at a shell, as the README's walk-through runs it, on the running relay's
+/// database.
+fn cli(url: &str, dir: &std::path::Path, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_maskrelay"))
+        .args(args)
+        .env("MASKRELAY_DATABASE_URL", url)
+        .env("MASKRELAY_RELAY_DOMAIN", DOMAIN)
+        .env("MASKRELAY_PRIVACY_KEYS", format!("[\"{}\"]", *PRIVACY_KEY))
+        .current_dir(dir)
+        .output()
+        .expect("run maskrelay");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{args:?}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_shows_and_notifies_an_incident() {
+    let (url, dir) = sqlite_url();
+    let sink = Sink::start().await;
+    let relay = TestRelay::start(test_config(&url, sink.addr)).await;
+    relay.acme().await;
+    let t = thread_for(&relay, "acme", "C-1", SHOPPERS[1], "佐藤 花子", "ja").await;
+    attempt(&relay, "promo@leaker.example", &alias(&t), 550, "5.7.1").await;
+
+    let list = cli(&url, dir.path(), &["store", "incidents", "acme"]);
+    let iid = list[0]["id"].as_str().expect("an incident").to_owned();
+    let shown = cli(&url, dir.path(), &["incident", "show", &iid]);
+    assert_eq!(shown["aliases_hit"], 1);
+    let done = cli(
+        &url,
+        dir.path(),
+        &[
+            "incident",
+            "notify",
+            "--store",
+            "acme",
+            &iid,
+            "--subject",
+            r#"{"en":"Notice","ja":"お知らせ"}"#,
+            "--text",
+            "{store}: ご注意ください。",
+        ],
+    );
+    assert_eq!(done["notified"], 1, "{done}");
+    // The running relay delivers what the command queued.
+    let got = sink.wait_for(1, WAIT).await;
+    let (subject, body) = read(&got[0]);
+    assert_eq!(subject, "お知らせ");
+    assert!(body.contains("Acme Shop: ご注意ください。"), "{body}");
+    let (_, audit) = relay.api("GET", &format!("/v1/audit?target={iid}"), None).await;
+    assert_eq!(audit[0]["actor"], "operator:cli", "{audit}");
     relay.stop().await;
 }

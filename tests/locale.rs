@@ -58,7 +58,12 @@ async fn a_japanese_thread_reads_japanese_to_both_sides() {
     let (from, subject, body) = parsed(notice);
     assert_eq!(from, "メール配送システム");
     assert_eq!(subject, "配信できませんでした：ご注文 J-1 についてのメール");
-    assert!(body.contains(&format!("ご注文 J-1 について {store_alias} 宛てにお送りいただいたメールは、配信できませんでした。")), "{body}");
+    assert!(
+        body.contains(&format!(
+            "ご注文 J-1 について {store_alias} 宛てにお送りいただいたメールは、配信できませんでした。"
+        )),
+        "{body}"
+    );
     assert!(body.contains("ステータス 5.1.1"), "{body}");
     assert!(!body.contains("support@acme.example"), "{body}");
     relay.stop().await;
@@ -75,8 +80,12 @@ async fn relay_locale_is_the_default_and_pages_follow_the_reader() {
     let (_, thread) = thread_ja(&relay, None).await;
     assert_eq!(thread["locale"], "ja", "relay.locale when the thread names none");
     let (_, english) = relay
-        .api("POST", "/v1/threads", Some(json!({"order": "E-1", "store": "acme", "locale": "en",
-            "shopper": {"email": "jane@shopper.example", "name": "Jane"}})))
+        .api(
+            "POST",
+            "/v1/threads",
+            Some(json!({"order": "E-1", "store": "acme", "locale": "en",
+            "shopper": {"email": "jane@shopper.example", "name": "Jane"}})),
+        )
         .await;
     assert_eq!(english["locale"], "en");
 
@@ -97,7 +106,10 @@ async fn relay_locale_is_the_default_and_pages_follow_the_reader() {
     // No Accept-Language: the thread's language.
     let (lang, html) = page(ja_url.clone(), None).await;
     assert_eq!(lang.as_deref(), Some("ja"));
-    assert!(html.contains("<html lang=\"ja\">") && html.contains("Acme Shopからのメールを停止しますか？"), "{html}");
+    assert!(
+        html.contains("<html lang=\"ja\">") && html.contains("Acme Shopからのメールを停止しますか？"),
+        "{html}"
+    );
     assert!(html.contains("Test Market"), "the marketplace is named");
     let (_, html) = page(en_url.clone(), None).await;
     assert!(html.contains("Stop mail from Acme Shop?"), "{html}");
@@ -114,7 +126,10 @@ async fn relay_locale_is_the_default_and_pages_follow_the_reader() {
     assert_eq!(lang.as_deref(), Some("en"));
     assert!(html.contains("Switch off this address"));
     for (_, html) in [page(ja_url.clone(), None).await, page(en_url.clone(), None).await] {
-        assert!(!html.contains("shopper.example") && !html.contains("佐藤") && !html.contains("Jane"), "{html}");
+        assert!(
+            !html.contains("shopper.example") && !html.contains("佐藤") && !html.contains("Jane"),
+            "{html}"
+        );
     }
     // A wrong link in the reader's language.
     let (lang, html) = page(format!("{}/r/nope", relay.base), Some("ja")).await;

@@ -39,10 +39,15 @@ async fn the_sweep_erases_what_is_due_and_keeps_the_aliases() {
     // Mail on the thread first: a Message-ID mapping is stored for it.
     let alias = revoked["shopper_alias"].as_str().unwrap().to_owned();
     let mut c = Client::ready(relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "Hi", "Hello")).await;
+    let r = c
+        .send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "Hi", "Hello"))
+        .await;
     assert_eq!(r.code, 250, "{}", r.text);
     sink.wait_for(1, WAIT).await;
-    assert_eq!(count(&relay, "SELECT COUNT(*) FROM message_ids WHERE thread_id = $1", &id(&revoked)).await, 1);
+    assert_eq!(
+        count(&relay, "SELECT COUNT(*) FROM message_ids WHERE thread_id = $1", &id(&revoked)).await,
+        1
+    );
 
     relay.api("POST", &format!("/v1/threads/{}/revoke", id(&revoked)), None).await;
     let resp = relay
@@ -72,15 +77,29 @@ async fn the_sweep_erases_what_is_due_and_keeps_the_aliases() {
         let sealed = count(&relay, "SELECT COUNT(*) FROM threads WHERE id = $1 AND shopper_email IS NULL AND shopper_name IS NULL AND shopper_key IS NULL", &id(t)).await;
         assert_eq!(sealed, 1, "address, name and blind index gone");
     }
-    assert_eq!(count(&relay, "SELECT COUNT(*) FROM message_ids WHERE thread_id = $1", &id(&revoked)).await, 0);
-    assert_eq!(count(&relay, "SELECT COUNT(*) FROM sent_messages WHERE thread_id = $1", &id(&revoked)).await, 0);
+    assert_eq!(
+        count(&relay, "SELECT COUNT(*) FROM message_ids WHERE thread_id = $1", &id(&revoked)).await,
+        0
+    );
+    assert_eq!(
+        count(&relay, "SELECT COUNT(*) FROM sent_messages WHERE thread_id = $1", &id(&revoked)).await,
+        0
+    );
 
     // The tombstone still refuses mail and keeps the alias from being issued again.
     let mut c = Client::ready(relay.smtp()).await;
     c.cmd("MAIL FROM:<orders@acme.example>", 250).await;
     let r = c.cmd(&format!("RCPT TO:<{alias}>"), 550).await;
     assert!(r.text.contains("5.1.1"), "{}", r.text);
-    assert_eq!(count(&relay, "SELECT COUNT(*) FROM threads WHERE shopper_alias = $1", alias.split('@').next().unwrap()).await, 1);
+    assert_eq!(
+        count(
+            &relay,
+            "SELECT COUNT(*) FROM threads WHERE shopper_alias = $1",
+            alias.split('@').next().unwrap()
+        )
+        .await,
+        1
+    );
 
     // What the sweep did is in the events (and webhooks) and in the audit log.
     let erased = relay.wait_for_events("thread_erased", 3).await;
@@ -160,10 +179,11 @@ async fn lease_is_held_by_one(url: &str) {
     // The relay's own sweep holds the retention lease.
     let deadline = Instant::now() + WAIT;
     loop {
-        let holders: Vec<String> = sqlx::query_scalar("SELECT holder FROM task_leases WHERE name = 'retention'")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+        let holders: Vec<String> =
+            sqlx::query_scalar("SELECT holder FROM task_leases WHERE name = 'retention'")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
         if holders.len() == 1 {
             break;
         }

@@ -223,7 +223,16 @@ fn id(v: &Value) -> String {
 fn said(_locale: Locale, template: &str, store: &str, order: &str, count: usize) -> String {
     let count = count.to_string();
     let days = maskrelay::config::Config::default().threads.erase_after_days.to_string();
-    fill(template, &[("store", store), ("order", order), ("marketplace", "Test Market"), ("days", &days), ("count", &count)])
+    fill(
+        template,
+        &[
+            ("store", store),
+            ("order", order),
+            ("marketplace", "Test Market"),
+            ("days", &days),
+            ("count", &count),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +317,8 @@ async fn japanese_shopper_stops_one_of_the_list_then_all() {
     let ja = Locale::Ja.texts();
 
     let url = first["revoke_url"].as_str().unwrap().to_owned();
-    let mut browser = Browser::open(&url, "ja-JP,ja;q=0.9,en;q=0.5", &[HANAKO, "佐藤", JANE], Some("revoke-ja"));
+    let mut browser =
+        Browser::open(&url, "ja-JP,ja;q=0.9,en;q=0.5", &[HANAKO, "佐藤", JANE], Some("revoke-ja"));
     let ask = browser.page().await;
     assert_eq!(ask.lang, "ja");
     assert_eq!(ask.h1, said(Locale::Ja, ja.ask_title, "Acme Shop", "JP-1", 0));

@@ -212,9 +212,10 @@ async fn rotation(url: &str) {
         IdMapping { thread_id: t.id.clone(), relay_id: "r1@relay.test".into(), original: "o1@host".into() };
     queue::enqueue(&db, "relay.test", &[outgoing], &[mapping]).await.unwrap();
     // A webhook's signing secret is sealed too, and rotates with the rest.
-    let hook = maskrelay::store::webhooks::create(&db, "http://127.0.0.1:9/hook", &["leak".into()], Actor::Api)
-        .await
-        .unwrap();
+    let hook =
+        maskrelay::store::webhooks::create(&db, "http://127.0.0.1:9/hook", &["leak".into()], Actor::Api)
+            .await
+            .unwrap();
     db.pool.close().await;
 
     // A key from elsewhere opens nothing: the start fails and names the missing key.

@@ -46,7 +46,8 @@ struct Receiver {
 }
 
 async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let refuse = shared.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let refuse =
+        shared.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     let status = if refuse { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::NO_CONTENT };
     let signature =
         headers.get("maskrelay-signature").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
@@ -133,7 +134,8 @@ async fn events_arrive_signed_and_a_failing_receiver_gets_them_once_it_recovers(
         let (s, e) = relay.api("POST", "/v1/webhooks", Some(bad.clone())).await;
         assert_eq!((s, e["error"]["code"].as_str()), (422, Some("invalid_request")), "{bad} -> {e}");
     }
-    let (hook_id, secret) = register(&relay, &receiver.url, &["leak", "incident", "unauthorized_sender"]).await;
+    let (hook_id, secret) =
+        register(&relay, &receiver.url, &["leak", "incident", "unauthorized_sender"]).await;
     let (_, listed) = relay.api("GET", "/v1/webhooks", None).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert!(!listed.to_string().contains(&secret), "the secret is shown once only: {listed}");
@@ -149,14 +151,18 @@ async fn events_arrive_signed_and_a_failing_receiver_gets_them_once_it_recovers(
     assert!(got.iter().filter(|r| r.status == 500).count() == 2, "{got:?}");
     let accepted: Vec<&Received> = got.iter().filter(|r| r.status < 300).collect();
     assert_eq!(accepted.len(), 3, "each event once after it was accepted: {got:?}");
-    let mut types: Vec<String> = accepted.iter().map(|r| r.json()["type"].as_str().unwrap().to_owned()).collect();
+    let mut types: Vec<String> =
+        accepted.iter().map(|r| r.json()["type"].as_str().unwrap().to_owned()).collect();
     types.sort();
     assert_eq!(types, ["incident", "leak", "unauthorized_sender"]);
     for r in &got {
         assert!(signed(r, &secret), "signature {:?} does not verify", r.signature);
         assert!(!signed(r, "whsec_wrong"), "a wrong secret must not verify");
         let body = String::from_utf8_lossy(&r.body);
-        assert!(!body.contains("jane.doe") && !body.contains("shopper.example") && !body.contains("Jane"), "{body}");
+        assert!(
+            !body.contains("jane.doe") && !body.contains("shopper.example") && !body.contains("Jane"),
+            "{body}"
+        );
         assert!(!body.contains(alias), "no alias either: {body}");
         let v = r.json();
         assert!(v["id"].as_str().unwrap().starts_with("evt_"));
@@ -167,7 +173,8 @@ async fn events_arrive_signed_and_a_failing_receiver_gets_them_once_it_recovers(
     assert_eq!(leak["data"]["sending_domain"], "leaker.example");
     assert!(leak["data"]["incident"].as_str().unwrap().starts_with("inc_"));
     // A retried event keeps its id, so the receiver can drop a repeat.
-    let failed_ids: Vec<Value> = got.iter().filter(|r| r.status == 500).map(|r| r.json()["id"].clone()).collect();
+    let failed_ids: Vec<Value> =
+        got.iter().filter(|r| r.status == 500).map(|r| r.json()["id"].clone()).collect();
     for id in failed_ids {
         assert!(accepted.iter().any(|r| r.json()["id"] == id), "a refused event was never delivered");
     }
@@ -252,7 +259,8 @@ async fn two_relays_on_one_postgres_send_each_event_once() {
         relay.api("POST", &format!("/v1/threads/{id}/revoke"), None).await;
     }
     let got = receiver.wait_accepted(20).await;
-    let mut event_ids: Vec<String> = got.iter().map(|r| r.json()["id"].as_str().unwrap().to_owned()).collect();
+    let mut event_ids: Vec<String> =
+        got.iter().map(|r| r.json()["id"].as_str().unwrap().to_owned()).collect();
     event_ids.sort();
     let before = event_ids.len();
     event_ids.dedup();
