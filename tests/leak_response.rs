@@ -372,5 +372,14 @@ async fn the_cli_lists_shows_and_notifies_an_incident() {
     assert!(body.contains("Acme Shop: ご注意ください。"), "{body}");
     let (_, audit) = relay.api("GET", &format!("/v1/audit?target={iid}"), None).await;
     assert_eq!(audit[0]["actor"], "operator:cli", "{audit}");
+
+    // Suspending the store as the README says: none of its senders is approved any more.
+    let (s, store) = relay.api("PATCH", "/v1/stores/acme", Some(json!({"senders": []}))).await;
+    assert_eq!(s, 200, "{store}");
+    attempt(&relay, "orders@acme.example", &alias(&t), 550, "5.7.1").await;
+    relay.api("PATCH", "/v1/stores/acme", Some(json!({"senders": ["orders@acme.example"]}))).await;
+    let mut c = Client::ready(relay.smtp()).await;
+    c.cmd("MAIL FROM:<orders@acme.example>", 250).await;
+    c.cmd(&format!("RCPT TO:<{}>", alias(&t)), 250).await;
     relay.stop().await;
 }
