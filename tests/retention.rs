@@ -105,11 +105,18 @@ async fn the_sweep_erases_what_is_due_and_keeps_the_aliases() {
     let erased = relay.wait_for_events("thread_erased", 3).await;
     assert_eq!(erased.len(), 3);
     assert!(erased.iter().all(|e| e["detail"]["by"] == "retention"));
-    let (_, audit) = relay.api("GET", "/v1/audit?target=retention", None).await;
-    let sweeps = audit.as_array().unwrap();
-    assert!(!sweeps.is_empty(), "{audit}");
-    assert!(sweeps.iter().all(|e| e["actor"] == "relay:retention" && e["action"] == "retention.sweep"));
-    let total: i64 = sweeps.iter().map(|e| e["detail"]["threads_erased"].as_i64().unwrap()).sum();
+    // The sweep writes its audit entry once it is through; wait for it.
+    let deadline = Instant::now() + WAIT;
+    let (audit, total) = loop {
+        let (_, audit) = relay.api("GET", "/v1/audit?target=retention", None).await;
+        let sweeps = audit.as_array().unwrap().clone();
+        assert!(sweeps.iter().all(|e| e["actor"] == "relay:retention" && e["action"] == "retention.sweep"));
+        let total: i64 = sweeps.iter().map(|e| e["detail"]["threads_erased"].as_i64().unwrap()).sum();
+        if total >= 3 || Instant::now() > deadline {
+            break (audit, total);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(total, 3, "{audit}");
     relay.stop().await;
 }
