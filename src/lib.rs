@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod dns;
+pub mod metrics;
 pub mod queue;
 pub mod rewrite;
 pub mod server;

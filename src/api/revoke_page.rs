@@ -65,6 +65,12 @@ fn not_found() -> Response {
     )
 }
 
+#[utoipa::path(get, path = "/r/{token}", tag = "shopper",
+    params(("token" = String, Path, description = "The thread's revoke token, from its revoke_url")),
+    responses(
+        (status = 200, description = "A page that asks for confirmation; a GET changes nothing", content_type = "text/html", body = String),
+        (status = 404, description = "Not a valid link", content_type = "text/html", body = String),
+    ))]
 pub async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let Ok(thread) = threads::find_by_revoke_token(&state.db, &token).await else { return not_found() };
     let store = escape(&store_name(&state, &thread).await);
@@ -83,6 +89,12 @@ pub async fn show(State(state): State<AppState>, Path(token): Path<String>) -> R
     reply(StatusCode::OK, page(&format!("Stop mail from {store}?"), &body))
 }
 
+#[utoipa::path(post, path = "/r/{token}", tag = "shopper",
+    params(("token" = String, Path, description = "The thread's revoke token")),
+    responses(
+        (status = 200, description = "Revoked (the confirm button, or an RFC 8058 one-click POST)", content_type = "text/html", body = String),
+        (status = 404, description = "Not a valid link", content_type = "text/html", body = String),
+    ))]
 pub async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let Ok(thread) = threads::find_by_revoke_token(&state.db, &token).await else { return not_found() };
     let revoked = match threads::revoke(&state.db, &thread.id, Actor::Shopper).await {
