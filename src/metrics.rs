@@ -146,6 +146,7 @@ const REFUSALS: [Refusal; 4] =
 const DIRECTIONS: [Side; 2] = [Side::Shopper, Side::Store];
 const OUTCOMES: [Outcome; 3] = [Outcome::Delivered, Outcome::Deferred, Outcome::Failed];
 const REPLY_CLASSES: [&str; 4] = ["2xx", "4xx", "5xx", "connection"];
+const ACCEPT_OUTCOMES: [&str; 3] = ["accepted", "deferred", "refused"];
 
 /// Upper bounds (seconds): SMTP accept covers a DNS check and a group commit.
 const ACCEPT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -251,6 +252,13 @@ fn register_at_zero() {
     }
     for class in REPLY_CLASSES {
         counter!(REMOTE_REPLIES, "class" => class).absolute(0);
+        for direction in DIRECTIONS {
+            // A registered histogram renders with empty buckets, so dashboards see it at once.
+            let _ = histogram!(DELIVERY_ATTEMPT_SECONDS, "direction" => direction_label(direction), "class" => class);
+        }
+    }
+    for outcome in ACCEPT_OUTCOMES {
+        let _ = histogram!(SMTP_ACCEPT_SECONDS, "outcome" => outcome);
     }
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(QUEUE_OLDEST_SECONDS).set(0.0);

@@ -64,7 +64,7 @@ async fn give_up_after_max_queue_days_sends_a_notice() {
     assert_notice_is_clean(&got[0]);
     let (_, events) = relay.api("GET", "/v1/events?kind=delivery_failed", None).await;
     assert_eq!(events["data"].as_array().unwrap().len(), 1, "{events}");
-    let attempts = events[0]["detail"]["attempts"].as_i64().unwrap();
+    let attempts = events["data"][0]["detail"]["attempts"].as_i64().unwrap();
     assert!(attempts >= 2, "retried before giving up: {attempts} attempts");
     relay.stop().await;
 }
