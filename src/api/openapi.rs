@@ -26,7 +26,8 @@ const BEARER: &str = "operator_token";
                        lists are paged by cursor (`?limit=`, `?after=`, answered with `next`).",
         license(name = "AGPL-3.0-or-later")
     ),
-    components(schemas(ErrorBody)),
+    // Schemas only query parameters name (IntoParams does not collect them).
+    components(schemas(ErrorBody, crate::store::events::EventKind, crate::store::threads::ThreadStatus)),
     tags(
         (name = "stores", description = "Stores, their contact and approved senders"),
         (name = "threads", description = "Alias pairs per order"),
