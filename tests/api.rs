@@ -642,3 +642,27 @@ async fn healthz_fails_when_the_keys_cannot_open_the_data_or_the_database_is_gon
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("database_unavailable")), "{body}");
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_router_serves_only_the_shopper_pages() {
+    use maskrelay::api::{ApiState, public_router};
+    let (url, _dir) = sqlite_url();
+    let vault = maskrelay::store::Vault::from_base64(&[PRIVACY_KEY.as_str()]).unwrap();
+    let db = maskrelay::store::Db::connect(&url, 2, vault).await.unwrap();
+    let config = std::sync::Arc::new(test_config(&url, "127.0.0.1:9".parse().unwrap()));
+    let state = std::sync::Arc::new(ApiState::new(config, db, TOKEN.into()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, public_router(state)).await });
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{base}/r/not-a-token")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 404);
+    assert!(page.text().await.unwrap().contains("<html"), "the revoke page answers, in HTML");
+    for path in ["/v1/threads", "/v1/openapi.json", "/healthz", "/metrics"] {
+        let resp = http.get(format!("{base}{path}")).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{path} is not public");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().starts_with("no route"), "{path}: {body}");
+    }
+    server.abort();
+}

@@ -21,9 +21,11 @@
 //!    `utoipa::IntoParams` (a list takes `paging::ListQuery<Filter>` and documents
 //!    `params(Filter, PageQuery)`); timestamps are `crate::time::Timestamp`; every error
 //!    answer is `body = ErrorBody`.
-//! 2. Register it in [`operator_routes`] (bearer token; the document marks it so) or
-//!    [`public_routes`] (no token: shopper pages, health, metrics), one `.path(routes!(…))`
-//!    per URL path listing every handler of that path: `.path(routes!(get_it, change_it))`.
+//! 2. Register it in [`operator_routes`] (bearer token; the document marks it so),
+//!    [`operations_routes`] (no token, not for the internet: health, metrics) or
+//!    [`shopper_routes`] (no token, published: the pages shoppers open), one
+//!    `.path(routes!(…))` per URL path listing every handler of that path:
+//!    `.path(routes!(get_it, change_it))`.
 //!    A path with a bare `.route()` would answer but be missing from the document; the
 //!    OpenAPI test fails on it.
 
@@ -110,39 +112,34 @@ pub fn operator_routes() -> Routes {
         .path(routes!(openapi::document))
 }
 
-/// What needs no token: the shopper's pages, health and metrics.
-pub fn public_routes() -> Routes {
-    Routes::new()
-        .path(routes!(health::healthz))
-        .path(routes!(health::metrics))
-        .path(routes!(revoke_page::show, revoke_page::confirm))
+/// Health and metrics: no token (probes and scrapers have none), but beside the operator
+/// API, not on the public listener.
+pub fn operations_routes() -> Routes {
+    Routes::new().path(routes!(health::healthz)).path(routes!(health::metrics))
 }
 
-/// The operator routes, token-checked, without fallbacks (see `finish`).
+/// The pages shoppers open from their mail: no token, the revoke token in the path is the
+/// credential. The only routes meant to be published to the internet.
+pub fn shopper_routes() -> Routes {
+    Routes::new().path(routes!(revoke_page::show, revoke_page::confirm))
+}
+
+/// The operator routes behind the token, without fallbacks (see `finish`).
 fn operator_part(state: &AppState) -> Router<AppState> {
     let (router, _) = operator_routes().split();
     router.route_layer(middleware::from_fn_with_state(state.clone(), require_token))
 }
 
-fn public_part() -> Router<AppState> {
-    public_routes().split().0
-}
-
-/// Every route of the SPEC on one listener.
+/// Every route of the SPEC on one listener (`api.listen`).
 pub fn router(state: AppState) -> Router {
-    let merged = operator_part(&state).merge(public_part());
+    let merged = operator_part(&state).merge(operations_routes().split().0).merge(shopper_routes().split().0);
     finish(merged, state)
 }
 
-/// Only the operator API, for a listener of its own.
-pub fn operator_router(state: AppState) -> Router {
-    let part = operator_part(&state);
-    finish(part, state)
-}
-
-/// Only the public routes (shopper pages, health, metrics), for a listener of its own.
+/// Only the shopper pages, for a listener of their own (`api.public_listen`): what a
+/// reverse proxy may publish while the operator API stays on a private address.
 pub fn public_router(state: AppState) -> Router {
-    finish(public_part(), state)
+    finish(shopper_routes().split().0, state)
 }
 
 /// JSON 404 and 405 answers, JSON for every other error, and request metrics. Applied once

@@ -1,6 +1,6 @@
 //! `GET /v1/openapi.json`: the OpenAPI 3.1 document of every route, generated from the
 //! handlers' `#[utoipa::path]` annotations and the same route list the router is built
-//! from (`super::operator_routes`, `super::public_routes`).
+//! from (`super::operator_routes`, `operations_routes`, `shopper_routes`).
 
 use std::sync::OnceLock;
 
@@ -49,7 +49,8 @@ pub fn openapi() -> &'static OpenApi {
         let (_, mut operator) = super::operator_routes().split();
         require_token(&mut operator);
         doc.merge(operator);
-        doc.merge(super::public_routes().split().1);
+        doc.merge(super::operations_routes().split().1);
+        doc.merge(super::shopper_routes().split().1);
         name_operations(&mut doc);
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
