@@ -107,6 +107,7 @@ const REASONS: &[(&Reply, &str)] = &[
     (&reply::NOT_YOUR_SHOPPER, "not_your_shopper"),
     (&reply::BAD_RECIPIENT, "bad_address"),
     (&reply::BUSY, "busy"),
+    (&reply::NUL_IN_MESSAGE, "nul_in_message"),
 ];
 
 /// Reasons known only by their RFC 3463 enhanced code (replies with a variable text).
@@ -136,6 +137,7 @@ const REFUSALS_AT_START: &[(Stage, &str)] = &[
     (Stage::Data, "would_leak"),
     (Stage::Data, "content_refused"),
     (Stage::Data, "loop"),
+    (Stage::Data, "nul_in_message"),
     (Stage::Data, "unknown_alias"),
     (Stage::Data, "storage_unavailable"),
     (Stage::Data, "auth_tempfail"),
