@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod dns;
 pub mod leak;
 pub mod locale;
+pub mod metrics;
 pub mod queue;
 pub mod retention;
 pub mod rewrite;

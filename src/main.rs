@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use maskrelay::address::{Mailbox, StoreId};
+use maskrelay::api::paging::{PageQuery, Paged};
 use maskrelay::api::stores::NewStore;
-use maskrelay::api::threads::{NewThreadRequest, ShopperInput, ThreadView};
+use maskrelay::api::threads::{NewThreadRequest, ShopperInput, ThreadQuery, ThreadView};
 use maskrelay::config::Config;
 use maskrelay::server::Relay;
 use maskrelay::store::audit::Actor;
@@ -49,7 +50,7 @@ enum Command {
     /// Stores: add, list, show, delete, leaks.
     #[command(subcommand)]
     Store(StoreCmd),
-    /// Threads: create, show, list, revoke; revoke or erase a shopper.
+    /// Threads: create, show, list, disable, enable, revoke; revoke or erase a shopper.
     #[command(subcommand)]
     Thread(ThreadCmd),
     /// The outbound queue: list, stats, flush.
@@ -131,7 +132,11 @@ enum StoreCmd {
         #[arg(long = "sender")]
         senders: Vec<String>,
     },
-    List,
+    /// Live stores by id, one page (the JSON the API answers, with `next`).
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
     Show {
         id: String,
     },
@@ -173,10 +178,32 @@ enum ThreadCmd {
     Show {
         id: String,
     },
+    /// Threads, newest first, one page (the JSON the API answers, with `next`).
     List {
+        /// Only threads of this store id.
         #[arg(long)]
-        store: String,
+        store: Option<String>,
+        /// Only threads of this order reference.
+        #[arg(long)]
+        order: Option<String>,
+        /// Only threads in this state: active, disabled, revoked, expired, erased.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only threads of this shopper address (matched through the blind index).
+        #[arg(long)]
+        email: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
     },
+    /// Pause a thread: its aliases refuse mail (550 5.1.1) until it is enabled again.
+    Disable {
+        id: String,
+    },
+    /// Lift a pause.
+    Enable {
+        id: String,
+    },
+    /// End a thread for good.
     Revoke {
         id: String,
     },
@@ -188,6 +215,23 @@ enum ThreadCmd {
     EraseShopper {
         email: String,
     },
+}
+
+/// The paging of a listing command, as the API's `?limit=` and `?after=`.
+#[derive(clap::Args)]
+struct PageArgs {
+    /// Rows per page, 1 to 1000.
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    /// The `next` cursor of the page before.
+    #[arg(long)]
+    after: Option<String>,
+}
+
+impl PageArgs {
+    fn page(&self) -> Result<maskrelay::api::paging::Page> {
+        PageQuery { limit: Some(self.limit), after: self.after.clone() }.page().map_err(api_err)
+    }
 }
 
 #[derive(Subcommand)]
@@ -373,10 +417,15 @@ async fn store_cmd(config: &Config, cmd: StoreCmd) -> Result<()> {
     let db = db(config).await?;
     match cmd {
         StoreCmd::Add { id, name, contact, senders } => {
-            let (id, fields) = NewStore { id, name, contact, senders }.validate().map_err(api_err)?;
+            let (id, fields) =
+                NewStore { id, name, contact, senders }.validate(&config.relay.domain).map_err(api_err)?;
             print_json(&stores::create(&db, &id, &fields, Actor::Cli).await?)
         }
-        StoreCmd::List => print_json(&stores::list(&db).await?),
+        StoreCmd::List { page } => {
+            let page = page.page()?;
+            let rows = stores::list(&db, page.after.as_deref(), page.fetch()).await?;
+            print_json(&Paged::new(rows, &page, |s| s.id.to_string()))
+        }
         StoreCmd::Show { id } => print_json(&stores::get(&db, &store_id(&id)?).await?),
         StoreCmd::Delete { id } => {
             let n = stores::delete(&db, &store_id(&id)?, Actor::Cli).await?;
@@ -413,15 +462,18 @@ async fn thread_cmd(config: &Config, cmd: ThreadCmd) -> Result<()> {
             let (thread, _) = threads::create(&db, &new, Actor::Cli).await?;
             print_json(&ThreadView::new(&thread, config))
         }
-        ThreadCmd::Show { id } => print_json(&ThreadView::new(&threads::get(&db, &id).await?, config)),
-        ThreadCmd::List { store } => {
-            let list = threads::list_for_store(&db, &store_id(&store)?).await?;
-            print_json(&list.iter().map(|t| ThreadView::new(t, config)).collect::<Vec<_>>())
+        ThreadCmd::Show { id } => print_thread(threads::get(&db, &id).await, config),
+        ThreadCmd::List { store, order, status, email, page } => {
+            let filter = ThreadQuery { store, order, status, email }.filter().map_err(api_err)?;
+            let page = page.page()?;
+            let after = page.after_key::<threads::ThreadKey>().map_err(api_err)?;
+            let rows = threads::list(&db, &filter, after.as_ref(), page.fetch()).await?;
+            let list = Paged::new(rows, &page, |t| threads::ThreadKey::of(t).to_string());
+            print_json(&list.map(|t| ThreadView::new(&t, config)))
         }
-        ThreadCmd::Revoke { id } => {
-            let t = threads::revoke(&db, &id, Actor::Cli).await?;
-            print_json(&ThreadView::new(&t, config))
-        }
+        ThreadCmd::Disable { id } => print_thread(threads::disable(&db, &id, Actor::Cli).await, config),
+        ThreadCmd::Enable { id } => print_thread(threads::enable(&db, &id, Actor::Cli).await, config),
+        ThreadCmd::Revoke { id } => print_thread(threads::revoke(&db, &id, Actor::Cli).await, config),
         ThreadCmd::RevokeShopper { email } => {
             let n = threads::revoke_shopper(&db, &mailbox(&email)?, Actor::Cli).await?;
             print_json(&serde_json::json!({"revoked": n}))
@@ -430,6 +482,15 @@ async fn thread_cmd(config: &Config, cmd: ThreadCmd) -> Result<()> {
             let n = threads::erase_shopper(&db, &mailbox(&email)?, Actor::Cli).await?;
             print_json(&serde_json::json!({"erased": n}))
         }
+    }
+}
+
+/// A thread as the API shows it, or the error an operator can act on.
+fn print_thread(found: Result<threads::Thread, maskrelay::store::StoreError>, config: &Config) -> Result<()> {
+    match found {
+        Ok(t) => print_json(&ThreadView::new(&t, config)),
+        Err(maskrelay::store::StoreError::NotFound) => bail!("thread not found"),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -91,7 +91,7 @@ impl Relay {
     /// Connects the database (running migrations), binds the listeners and starts all
     /// tasks. Port 0 in a listen address picks a free port (see `smtp_addr`, `api_addr`).
     pub async fn start(mut config: Config) -> Result<Self, ServeError> {
-        crate::api::health::prometheus();
+        crate::metrics::install();
         let (vault, created) = Vault::from_config(&config.privacy, true)?;
         if created {
             warn!(path = %config.privacy.key_file, key_id = %vault.current_key_id(),
@@ -170,7 +170,7 @@ impl Relay {
         tasks.spawn(Arc::new(webhooks).run(shutdown.clone()));
         tasks.spawn(crate::retention::run(db.clone(), config.clone(), node.clone(), shutdown.clone()));
 
-        let state = Arc::new(ApiState { config: config.clone(), db: db.clone(), token: api_token.clone() });
+        let state = Arc::new(ApiState::new(config.clone(), db.clone(), api_token.clone()));
         let mut api_shutdown = shutdown.clone();
         tasks.spawn(async move {
             let served = axum::serve(api_listener, api::router(state))

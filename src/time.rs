@@ -1,5 +1,44 @@
 //! Dates as mail and JSON write them, from Unix seconds (UTC).
 
+/// A moment as the database keeps it (Unix seconds, UTC) that the API always shows as
+/// RFC 3339 (`2026-11-23T10:56:52Z`): one timestamp format everywhere (SPEC, HTTP API),
+/// kept by the type rather than by each view remembering to convert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Unix seconds.
+    pub fn secs(self) -> i64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&rfc3339(self.0))
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some("RFC 3339, UTC"))
+            .examples(["2026-11-23T10:56:52Z"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Timestamp {}
+
 /// RFC 5322 3.3 date-time, e.g. `Sun, 23 Nov 2026 10:56:52 +0000`.
 pub fn rfc5322(secs: i64) -> String {
     let (y, m, d, hh, mm, ss) = parts(secs);
@@ -44,5 +83,6 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_431_412), "2026-11-23T10:56:52Z");
         assert_eq!(rfc5322(1_795_431_412), "Mon, 23 Nov 2026 10:56:52 +0000");
+        assert_eq!(serde_json::to_string(&Timestamp(1_795_431_412)).unwrap(), "\"2026-11-23T10:56:52Z\"");
     }
 }

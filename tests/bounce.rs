@@ -63,8 +63,8 @@ async fn give_up_after_max_queue_days_sends_a_notice() {
     assert!(got[0].text().contains("in the time allowed"), "{}", got[0].text());
     assert_notice_is_clean(&got[0]);
     let (_, events) = relay.api("GET", "/v1/events?kind=delivery_failed", None).await;
-    assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
-    let attempts = events[0]["detail"]["attempts"].as_i64().unwrap();
+    assert_eq!(events["data"].as_array().unwrap().len(), 1, "{events}");
+    let attempts = events["data"][0]["detail"]["attempts"].as_i64().unwrap();
     assert!(attempts >= 2, "retried before giving up: {attempts} attempts");
     relay.stop().await;
 }
@@ -100,7 +100,7 @@ async fn dsn_to_the_verp_address_is_recorded_and_noticed() {
     assert_notice_is_clean(&got[1]);
     assert!(got[1].text().contains("5.2.2"));
     let (_, events) = relay.api("GET", "/v1/events?kind=bounce", None).await;
-    let events = events.as_array().unwrap().clone();
+    let events = events["data"].as_array().unwrap().clone();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["detail"]["status"], "5.2.2");
     assert_eq!(events[0]["detail"]["permanent"], true);

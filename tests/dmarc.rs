@@ -132,7 +132,7 @@ async fn forged_store_from_is_refused_and_recorded() {
     assert_eq!(r.code, 550, "{}", r.text);
     assert!(r.text.contains("5.7.1") && r.text.contains("DMARC"), "{}", r.text);
     let (_, events) = w.relay.api("GET", "/v1/events?kind=unauthorized_sender&store=acme", None).await;
-    let events = events.as_array().unwrap().clone();
+    let events = events["data"].as_array().unwrap().clone();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["detail"]["reason"], "not_authenticated");
     let (_, leaks) = w.relay.api("GET", "/v1/stores/acme/leaks", None).await;

@@ -176,7 +176,7 @@ async fn outsiders_become_incidents_and_each_shopper_is_told_in_their_language()
 
     // Who sent it, when, to how many; and no address anywhere the operator reads.
     let (_, audit) = relay.api("GET", &format!("/v1/audit?target={iid}"), None).await;
-    let entries = audit.as_array().unwrap();
+    let entries = audit["data"].as_array().unwrap();
     assert_eq!(entries.len(), 3, "{audit}");
     assert!(entries.iter().all(|e| e["actor"] == "operator:api" && e["action"] == "incident.notify"));
     let notified: Vec<i64> = entries.iter().map(|e| e["detail"]["notified"].as_i64().unwrap()).collect();
@@ -371,7 +371,7 @@ async fn the_cli_lists_shows_and_notifies_an_incident() {
     assert_eq!(subject, "お知らせ");
     assert!(body.contains("Acme Shop: ご注意ください。"), "{body}");
     let (_, audit) = relay.api("GET", &format!("/v1/audit?target={iid}"), None).await;
-    assert_eq!(audit[0]["actor"], "operator:cli", "{audit}");
+    assert_eq!(audit["data"][0]["actor"], "operator:cli", "{audit}");
 
     // Suspending the store as the README says: none of its senders is approved any more.
     let (s, store) = relay.api("PATCH", "/v1/stores/acme", Some(json!({"senders": []}))).await;

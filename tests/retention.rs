@@ -109,7 +109,7 @@ async fn the_sweep_erases_what_is_due_and_keeps_the_aliases() {
     let deadline = Instant::now() + WAIT;
     let (audit, total) = loop {
         let (_, audit) = relay.api("GET", "/v1/audit?target=retention", None).await;
-        let sweeps = audit.as_array().unwrap().clone();
+        let sweeps = audit["data"].as_array().unwrap().clone();
         assert!(sweeps.iter().all(|e| e["actor"] == "relay:retention" && e["action"] == "retention.sweep"));
         let total: i64 = sweeps.iter().map(|e| e["detail"]["threads_erased"].as_i64().unwrap()).sum();
         if total >= 3 || Instant::now() > deadline {
@@ -167,7 +167,7 @@ async fn old_events_go_and_the_cli_sweeps_on_demand() {
     let (_, t) = relay.api("GET", &format!("/v1/threads/{}", new["id"].as_str().unwrap()), None).await;
     assert_eq!(t["status"], "revoked", "30 days have not passed for it");
     let (_, events) = relay.api("GET", "/v1/events?kind=thread_revoked", None).await;
-    assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
+    assert_eq!(events["data"].as_array().unwrap().len(), 1, "{events}");
     relay.stop().await;
 }
 

@@ -186,7 +186,8 @@ async fn status(relay: &TestRelay, id: &str) -> Value {
 async fn audit_of(relay: &TestRelay, target: &str) -> Vec<(String, String)> {
     let (s, log) = relay.api("GET", &format!("/v1/audit?target={target}"), None).await;
     assert_eq!(s, 200, "{log}");
-    log.as_array()
+    log["data"]
+        .as_array()
         .expect("audit is a list")
         .iter()
         .map(|e| {
@@ -291,7 +292,7 @@ async fn link_scanner_that_only_opens_the_page_revokes_nothing() {
     scanner.close().await;
 
     for (_, v) in [relay.api("GET", "/v1/events?kind=thread_revoked", None).await] {
-        assert_eq!(v, Value::Array(vec![]), "a GET recorded a revocation");
+        assert_eq!(v["data"], Value::Array(vec![]), "a GET recorded a revocation");
     }
     assert_eq!(status(&relay, &id(&t)).await, "active");
     assert_eq!(audit_of(&relay, &id(&t)).await, [("operator:api".to_owned(), "thread.create".to_owned())]);

@@ -475,7 +475,7 @@ async fn outsider_refused_at_rcpt_is_recorded_without_their_address() {
 
     let (s, events) = relay.api("GET", "/v1/events?kind=unauthorized_sender", None).await;
     assert_eq!(s, 200, "{events}");
-    let list = events.as_array().expect("a list of events");
+    let list = events["data"].as_array().expect("a list of events");
     assert_eq!(list.len(), 1, "{events}");
     let e = &list[0];
     assert_eq!(e["kind"], "unauthorized_sender", "{e}");
@@ -505,7 +505,7 @@ async fn forged_header_from_is_refused_after_data() {
     cmd(&mut c, "QUIT", 221, "2.0.0").await;
 
     let (_, events) = relay.api("GET", "/v1/events?kind=unauthorized_sender", None).await;
-    let list = events.as_array().expect("a list of events");
+    let list = events["data"].as_array().expect("a list of events");
     assert_eq!(list.len(), 1, "{events}");
     assert_eq!(list[0]["detail"]["stage"], "data", "{events}");
     assert!(!events.to_string().contains("ceo@"), "{events}");

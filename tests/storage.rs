@@ -143,7 +143,8 @@ async fn suite(url: &str) {
     assert_eq!(leaks.leaked_aliases, 1, "only shopper aliases count");
     assert_eq!(leaks.attempts, 2);
     assert!(leaks.first_at.is_some());
-    let listed = events::list(&db, Some(EventKind::UnauthorizedSender), Some("acme"), 10).await.unwrap();
+    let filter = events::EventFilter { kind: Some(EventKind::UnauthorizedSender), store: Some("acme") };
+    let listed = events::list(&db, &filter, None, 10).await.unwrap();
     assert_eq!(listed.len(), 3);
 
     // Revoke and erase.

@@ -1,54 +1,85 @@
-//! `/v1/events` and `/v1/stores/{id}/leaks`: what the relay refused or noticed.
+//! `/v1/events`, `/v1/audit` and `/v1/stores/{id}/leaks`: what the relay refused or noticed,
+//! and who changed what.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
-use super::errors::ApiError;
-use crate::store::events::{self, Event, EventKind, Leaks};
+use super::errors::{ApiError, ErrorBody};
+use super::paging::{ListQuery, PageQuery, Paged, given};
+use crate::store::audit::{self, AuditEntry};
+use crate::store::events::{self, Event, EventFilter, EventKind, Leaks};
 
-#[derive(Debug, Deserialize)]
+/// The filters of `GET /v1/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
+    /// Only events of this kind.
+    #[param(value_type = Option<EventKind>)]
     pub kind: Option<String>,
+    /// Only events of this store id.
     pub store: Option<String>,
-    pub limit: Option<i64>,
 }
 
+/// Recorded events, newest first.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery, PageQuery),
+    responses(
+        (status = 200, description = "One page of events", body = Paged<Event>),
+        (status = 400, description = "An unknown parameter or one of the wrong type", body = ErrorBody),
+        (status = 422, description = "An unknown kind, or a foreign cursor", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
-    Query(q): Query<EventQuery>,
-) -> Result<Json<Vec<Event>>, ApiError> {
-    let kind = match q.kind.as_deref().filter(|k| !k.is_empty()) {
-        Some(k) => Some(
-            EventKind::parse(k)
-                .ok_or_else(|| ApiError::invalid(format!("kind: unknown event kind {k:?}")))?,
-        ),
-        None => None,
-    };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let store = q.store.as_deref().filter(|s| !s.is_empty());
-    Ok(Json(events::list(&state.db, kind, store, limit).await?))
+    q: ListQuery<EventQuery>,
+) -> Result<Json<Paged<Event>>, ApiError> {
+    let kind = given(&q.filter.kind)
+        .map(|k| {
+            EventKind::parse(k).ok_or_else(|| ApiError::invalid(format!("kind: unknown event kind {k:?}")))
+        })
+        .transpose()?;
+    let filter = EventFilter { kind, store: given(&q.filter.store) };
+    let rows = events::list(&state.db, &filter, q.page.after_key()?, q.page.fetch()).await?;
+    Ok(Json(Paged::new(rows, &q.page, |e| e.id.to_string())))
 }
 
+/// The leak signal of one store: how many distinct shopper aliases of that store received
+/// mail from outsiders, and when first and last.
+#[utoipa::path(get, path = "/v1/stores/{id}/leaks", tag = "events",
+    params(("id" = String, Path, description = "Store id")),
+    responses(
+        (status = 200, description = "The leak signal", body = Leaks),
+        (status = 404, description = "No such store", body = ErrorBody),
+    ))]
 pub async fn leaks(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Leaks>, ApiError> {
     let id = super::stores::parse_id(&id)?;
-    crate::store::stores::get(&state.db, &id).await.map_err(|_| ApiError::not_found("store"))?;
+    match crate::store::stores::get(&state.db, &id).await {
+        Err(crate::store::StoreError::NotFound) => return Err(ApiError::not_found("store")),
+        other => other?,
+    };
     Ok(Json(events::leaks(&state.db, id.as_str()).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// The filters of `GET /v1/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only entries about this store or thread id.
     pub target: Option<String>,
-    pub limit: Option<i64>,
 }
 
-/// `GET /v1/audit?target=&limit=`: who changed which store or thread, newest first.
+/// Who changed which store or thread, newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "events", params(AuditQuery, PageQuery),
+    responses(
+        (status = 200, description = "One page of audit entries", body = Paged<AuditEntry>),
+        (status = 400, description = "An unknown parameter or one of the wrong type", body = ErrorBody),
+        (status = 422, description = "A foreign cursor", body = ErrorBody),
+    ))]
 pub async fn audit(
     State(state): State<AppState>,
-    Query(q): Query<AuditQuery>,
-) -> Result<Json<Vec<crate::store::audit::AuditEntry>>, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let target = q.target.as_deref().filter(|t| !t.is_empty());
-    Ok(Json(crate::store::audit::list(&state.db, target, limit).await?))
+    q: ListQuery<AuditQuery>,
+) -> Result<Json<Paged<AuditEntry>>, ApiError> {
+    let rows = audit::list(&state.db, given(&q.filter.target), q.page.after_key()?, q.page.fetch()).await?;
+    Ok(Json(Paged::new(rows, &q.page, |e| e.id.to_string())))
 }

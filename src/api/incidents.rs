@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 
 use super::AppState;
-use super::errors::{ApiError, ApiJson};
+use super::errors::{ApiError, ApiJson, ErrorBody};
 use super::paging::{PageQuery, Paged};
 use crate::leak::notify::{self, Localized, NotifyError, Outcome};
 use crate::store::StoreError;
@@ -25,6 +25,13 @@ async fn live_store(state: &AppState, id: &str) -> Result<crate::address::StoreI
 }
 
 /// `GET /v1/stores/{id}/incidents?limit=&after=`: newest first.
+#[utoipa::path(get, path = "/v1/stores/{id}/incidents", tag = "incidents",
+    params(("id" = String, Path, description = "Store id"), PageQuery),
+    responses(
+        (status = 200, description = "One page of the store's incidents, newest first", body = Paged<Incident>),
+        (status = 404, description = "No such store", body = ErrorBody),
+        (status = 422, description = "A bad limit or a foreign cursor", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -42,6 +49,12 @@ pub async fn list(
 }
 
 /// `GET /v1/incidents/{iid}`.
+#[utoipa::path(get, path = "/v1/incidents/{iid}", tag = "incidents",
+    params(("iid" = String, Path, description = "Incident id")),
+    responses(
+        (status = 200, description = "The incident", body = Incident),
+        (status = 404, description = "No such incident", body = ErrorBody),
+    ))]
 pub async fn get(State(state): State<AppState>, Path(iid): Path<String>) -> Result<Json<Incident>, ApiError> {
     match incidents::get(&state.db, &iid).await {
         Ok(i) => Ok(Json(i)),
@@ -53,7 +66,7 @@ pub async fn get(State(state): State<AppState>, Path(iid): Path<String>) -> Resu
 /// `POST …/notify` body: what to tell the shoppers. Both may be one text or one per
 /// language (`{"en": …, "ja": …}`), and may use `{store}`, `{order}`, `{marketplace}` and
 /// `{revoke_url}`, filled per shopper.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyRequest {
     pub subject: Localized,
@@ -71,6 +84,14 @@ impl NotifyRequest {
 
 /// `POST /v1/stores/{id}/incidents/{iid}/notify`: tells the shoppers not told yet;
 /// calling it again tells only those the incident hit since.
+#[utoipa::path(post, path = "/v1/stores/{id}/incidents/{iid}/notify", tag = "incidents",
+    params(("id" = String, Path, description = "Store id"), ("iid" = String, Path, description = "Incident id")),
+    request_body = NotifyRequest,
+    responses(
+        (status = 200, description = "How many shoppers were told now, before, and cannot be told (counts only)", body = Outcome),
+        (status = 404, description = "No such store or incident", body = ErrorBody),
+        (status = 422, description = "Subject or text missing or too long (the message names it)", body = ErrorBody),
+    ))]
 pub async fn notify(
     State(state): State<AppState>,
     Path((id, iid)): Path<(String, String)>,

@@ -1,9 +1,39 @@
 //! The HTTP API (operator, bearer token) and the shopper's revoke page.
+//!
+//! # Adding a route
+//!
+//! Every route is registered through [`Routes::path`] from a handler annotated with
+//! `#[utoipa::path]`, so the router and `GET /v1/openapi.json` are built from the same
+//! list and cannot disagree (`tests/openapi.rs` checks both ways). To add one:
+//!
+//! 1. Annotate the handler:
+//!    ```ignore
+//!    #[utoipa::path(post, path = "/v1/stores/{id}/incidents/{iid}/notify", tag = "incidents",
+//!        params(("id" = String, Path, description = "Store id"), ("iid" = String, Path)),
+//!        request_body = NotifyRequest,
+//!        responses(
+//!            (status = 200, description = "…", body = NotifyResult),
+//!            (status = 404, description = "No such incident", body = ErrorBody),
+//!        ))]
+//!    pub async fn notify(…) -> Result<Json<NotifyResult>, ApiError> { … }
+//!    ```
+//!    Bodies and answers derive `serde` and `utoipa::ToSchema`; query filters derive
+//!    `utoipa::IntoParams` (a list takes `paging::ListQuery<Filter>` and documents
+//!    `params(Filter, PageQuery)`); timestamps are `crate::time::Timestamp`; every error
+//!    answer is `body = ErrorBody`.
+//! 2. Register it in [`operator_routes`] (bearer token; the document marks it so),
+//!    [`operations_routes`] (no token, not for the internet: health, metrics) or
+//!    [`shopper_routes`] (no token, published: the pages shoppers open), one
+//!    `.path(routes!(…))` per URL path listing every handler of that path:
+//!    `.path(routes!(get_it, change_it))`.
+//!    A path with a bare `.route()` would answer but be missing from the document; the
+//!    OpenAPI test fails on it.
 
 pub mod errors;
 pub mod events;
 pub mod health;
 pub mod incidents;
+pub mod openapi;
 pub mod paging;
 pub mod queue;
 pub mod revoke_page;
@@ -12,12 +42,14 @@ pub mod threads;
 pub mod webhooks;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::store::Db;
@@ -28,38 +60,115 @@ pub struct ApiState {
     pub config: Arc<Config>,
     pub db: Db,
     pub token: String,
+    /// The last `/healthz` verdict, reused for a few seconds.
+    pub health: health::HealthCache,
+}
+
+impl ApiState {
+    pub fn new(config: Arc<Config>, db: Db, token: String) -> Self {
+        Self { config, db, token, health: health::HealthCache::default() }
+    }
 }
 
 pub type AppState = Arc<ApiState>;
 
-/// Every route of the SPEC.
+/// Routes and their OpenAPI description, built together (see the module doc).
+pub struct Routes(OpenApiRouter<AppState>);
+
+impl Routes {
+    fn new() -> Self {
+        Self(OpenApiRouter::new())
+    }
+
+    /// The handlers of one URL path. `routes!` gives every handler it lists to every
+    /// path it lists, so two paths in one call would answer each other's methods: one path
+    /// per call, checked here (a mistake fails at start, in every test).
+    pub fn path(self, handlers: UtoipaMethodRouter<AppState>) -> Self {
+        let paths: Vec<&String> = handlers.1.paths.keys().collect();
+        assert_eq!(paths.len(), 1, "one URL path per Routes::path call, got {paths:?}");
+        Self(self.0.routes(handlers))
+    }
+
+    fn split(self) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+        self.0.split_for_parts()
+    }
+}
+
+/// The operator API: everything under `/v1`, behind the bearer token.
+pub fn operator_routes() -> Routes {
+    Routes::new()
+        .path(routes!(stores::create, stores::list))
+        .path(routes!(stores::get, stores::update, stores::delete))
+        .path(routes!(events::leaks))
+        .path(routes!(stores::credentials))
+        .path(routes!(threads::create, threads::list))
+        .path(routes!(threads::get))
+        .path(routes!(threads::revoke))
+        .path(routes!(threads::disable))
+        .path(routes!(threads::enable))
+        .path(routes!(threads::revoke_shopper))
+        .path(routes!(threads::erase_shopper))
+        .path(routes!(events::list))
+        .path(routes!(events::audit))
+        .path(routes!(queue::list))
+        .path(routes!(incidents::list))
+        .path(routes!(incidents::notify))
+        .path(routes!(incidents::get))
+        .path(routes!(webhooks::create, webhooks::list))
+        .path(routes!(webhooks::get, webhooks::delete))
+        .path(routes!(openapi::document))
+}
+
+/// Health and metrics: no token (probes and scrapers have none), but beside the operator
+/// API, not on the public listener.
+pub fn operations_routes() -> Routes {
+    Routes::new().path(routes!(health::healthz)).path(routes!(health::metrics))
+}
+
+/// The pages shoppers open from their mail: no token, the revoke token in the path is the
+/// credential. The only routes meant to be published to the internet.
+pub fn shopper_routes() -> Routes {
+    Routes::new().path(routes!(revoke_page::show, revoke_page::confirm))
+}
+
+/// The operator routes behind the token, without fallbacks (see `finish`).
+fn operator_part(state: &AppState) -> Router<AppState> {
+    let (router, _) = operator_routes().split();
+    router.route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+}
+
+/// Every route of the SPEC on one listener (`api.listen`).
 pub fn router(state: AppState) -> Router {
-    let operator = Router::new()
-        .route("/v1/stores", post(stores::create).get(stores::list))
-        .route("/v1/stores/{id}", get(stores::get).patch(stores::update).delete(stores::delete))
-        .route("/v1/stores/{id}/leaks", get(events::leaks))
-        .route("/v1/stores/{id}/credentials", post(stores::credentials))
-        .route("/v1/threads", post(threads::create))
-        .route("/v1/threads/{id}", get(threads::get))
-        .route("/v1/threads/{id}/revoke", post(threads::revoke))
-        .route("/v1/shoppers/revoke", post(threads::revoke_shopper))
-        .route("/v1/shoppers/erase", post(threads::erase_shopper))
-        .route("/v1/events", get(events::list))
-        .route("/v1/audit", get(events::audit))
-        .route("/v1/queue", get(queue::list))
-        .route("/v1/stores/{id}/incidents", get(incidents::list))
-        .route("/v1/stores/{id}/incidents/{iid}/notify", post(incidents::notify))
-        .route("/v1/incidents/{iid}", get(incidents::get))
-        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/v1/webhooks/{id}", get(webhooks::get).delete(webhooks::delete))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .merge(operator)
-        .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics))
-        .route("/r/{token}", get(revoke_page::show).post(revoke_page::confirm))
-        .fallback(|| async { ApiError::not_found("route") })
+    let merged = operator_part(&state).merge(operations_routes().split().0).merge(shopper_routes().split().0);
+    finish(merged, state)
+}
+
+/// Only the shopper pages, for a listener of their own (`api.public_listen`): what a
+/// reverse proxy may publish while the operator API stays on a private address.
+pub fn public_router(state: AppState) -> Router {
+    finish(shopper_routes().split().0, state)
+}
+
+/// JSON 404 and 405 answers, JSON for every other error, and request metrics. Applied once
+/// to a whole router: axum refuses to merge two routers that both have a fallback.
+fn finish(router: Router<AppState>, state: AppState) -> Router {
+    router
+        .fallback(errors::no_route)
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .layer(middleware::from_fn(errors::json_errors))
+        .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// Records each request's duration by matched route template, never by raw path.
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let route = route.as_deref().unwrap_or("unmatched");
+    crate::metrics::api_request(route, &method, resp.status().as_u16(), started.elapsed());
+    resp
 }
 
 async fn require_token(

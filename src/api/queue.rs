@@ -9,11 +9,17 @@ use super::AppState;
 use super::errors::ApiError;
 use crate::queue::{self, QueuedInfo};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueQuery {
     pub limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/queue", tag = "queue", params(QueueQuery),
+    responses(
+        (status = 200, description = "Queued messages, oldest first", body = [QueuedInfo]),
+        (status = 400, description = "A parameter of the wrong type", body = super::errors::ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<QueueQuery>,

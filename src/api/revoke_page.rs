@@ -232,6 +232,15 @@ async fn others(state: &AppState, thread: &Thread) -> Vec<OtherThread> {
 }
 
 /// GET: shows the thread's state and what the shopper can do; changes nothing.
+#[utoipa::path(get, path = "/r/{token}", tag = "shopper",
+    params(
+        ("token" = String, Path, description = "The thread's revoke token, from its revoke_url"),
+        ("lang" = Option<String>, Query, description = "Page language (`en`, `ja`); else Accept-Language, else the thread's"),
+    ),
+    responses(
+        (status = 200, description = "A page that shows the thread and asks; a GET changes nothing", content_type = "text/html", body = String),
+        (status = 404, description = "Not a valid link", content_type = "text/html", body = String),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -321,6 +330,17 @@ fn action(body: &[u8]) -> Action {
 }
 
 /// POST: does what the button says, then shows the result.
+#[utoipa::path(post, path = "/r/{token}", tag = "shopper",
+    params(
+        ("token" = String, Path, description = "The thread's revoke token"),
+        ("lang" = Option<String>, Query, description = "Page language (`en`, `ja`)"),
+    ),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+        description = "The button pressed (`intent`: revoke, pause, resume, revoke_all, or revoke_other with `thread`); an empty body is an RFC 8058 one-click revoke"),
+    responses(
+        (status = 200, description = "Done (the confirm button, or an RFC 8058 one-click POST)", content_type = "text/html", body = String),
+        (status = 404, description = "Not a valid link", content_type = "text/html", body = String),
+    ))]
 pub async fn confirm(
     State(state): State<AppState>,
     Path(token): Path<String>,

@@ -7,13 +7,13 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::AppState;
-use super::errors::{ApiError, ApiJson};
+use super::errors::{ApiError, ApiJson, ErrorBody};
 use crate::store::StoreError;
 use crate::store::audit::Actor;
 use crate::store::webhooks::{self, Created, EVENT_TYPES, Webhook};
 
 /// `POST /v1/webhooks` body; also what `maskrelay webhook add` builds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     pub url: String,
@@ -58,6 +58,11 @@ impl NewWebhook {
 }
 
 /// 201 with the webhook and its `secret`, shown this once.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook,
+    responses(
+        (status = 201, description = "The webhook and its signing secret, shown this once", body = Created),
+        (status = 422, description = "A bad URL or an unknown event type (the message names it)", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewWebhook>,
@@ -68,10 +73,20 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// Every webhook, without secrets.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, description = "The webhooks, with what waits for each", body = Vec<Webhook>)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Webhook>>, ApiError> {
     Ok(Json(webhooks::list(&state.db).await?))
 }
 
+/// One webhook, without its secret.
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "Webhook id")),
+    responses(
+        (status = 200, description = "The webhook", body = Webhook),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+    ))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Webhook>, ApiError> {
     match webhooks::get(&state.db, &id).await {
         Ok(w) => Ok(Json(w)),
@@ -81,6 +96,12 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 }
 
 /// 204; what still waited for it is dropped.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "Webhook id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+    ))]
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     match webhooks::delete(&state.db, &id, Actor::Api).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

@@ -129,10 +129,10 @@ impl Workers {
             Ok(signed) => self.dispatcher.deliver(&envelope, &signed).await,
             Err(e) => Err(DeliveryError::Transient(e.to_string())),
         };
-        metrics::histogram!("maskrelay_delivery_seconds").record(started.elapsed().as_secs_f64());
+        crate::metrics::delivery_attempt(msg.direction, &result, started.elapsed());
         let outcome = match result {
             Ok(()) => {
-                metrics::counter!("maskrelay_delivered_total").increment(1);
+                crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Delivered);
                 info!(queue_id = %msg.id, attempts = msg.attempts + 1, "delivered");
                 queue::complete(&self.db, &msg).await
             }
@@ -146,7 +146,7 @@ impl Workers {
                         Duration::from_secs(self.config.retry_base_secs),
                         Duration::from_secs(self.config.retry_max_secs),
                     );
-                    metrics::counter!("maskrelay_delivery_deferred_total").increment(1);
+                    crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Deferred);
                     info!(queue_id = %msg.id, attempts = msg.attempts + 1,
                           retry_in_secs = delay.as_secs(), "deferred");
                     debug!(queue_id = %msg.id, error = %e, "deferral reason");
@@ -177,7 +177,7 @@ impl Workers {
         reason: &str,
         status: Option<&str>,
     ) -> Result<(), crate::store::StoreError> {
-        metrics::counter!("maskrelay_delivery_failed_total").increment(1);
+        crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Failed);
         warn!(queue_id = %msg.id, "delivery failed for good");
         let thread = crate::store::threads::get(&self.db, &msg.thread_id).await.ok();
         // Tell the sender, unless this was itself a notice (null sender): no loops.

@@ -26,7 +26,7 @@ use crate::store::{Db, StoreError, incidents, stores};
 
 /// A subject or text: one for every language, or one per language tag (`{"en": …,
 /// "ja": …}`); a shopper whose language is missing gets `relay.locale`'s, else the first.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Localized {
     One(String),
@@ -73,7 +73,7 @@ impl Localized {
 }
 
 /// What a notify call did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub incident: String,
     /// Shoppers whose notice this call queued.

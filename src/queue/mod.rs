@@ -226,7 +226,7 @@ pub fn backoff(attempts: i64, base: Duration, max: Duration) -> Duration {
 }
 
 /// A queued message as the operator sees it (no recipient address, no body).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct QueuedInfo {
     pub id: String,
     pub thread: String,

@@ -31,7 +31,7 @@ pub async fn serve(listener: TcpListener, kind: Listener, ctx: Arc<Context>, mut
         let _ = stream.set_nodelay(true);
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
-                metrics::counter!("maskrelay_smtp_connections_total").increment(1);
+                crate::metrics::smtp_connection(kind);
                 let ctx = ctx.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
@@ -41,7 +41,7 @@ pub async fn serve(listener: TcpListener, kind: Listener, ctx: Arc<Context>, mut
                 });
             }
             Err(_) => {
-                metrics::counter!("maskrelay_smtp_connections_refused_total").increment(1);
+                crate::metrics::smtp_busy();
                 tokio::spawn(async move {
                     let mut out = Vec::new();
                     reply::BUSY.write_to(&mut out);

@@ -406,7 +406,7 @@ impl Session {
                 Flow::Continue
             }
             Ok(None) => {
-                metrics::counter!("maskrelay_auth_failures_total").increment(1);
+                crate::metrics::auth_failure();
                 self.error(reply::AUTH_FAILED)
             }
             Err(e) => {
@@ -473,6 +473,7 @@ impl Session {
             }
         };
         let (reply, tx) = self.check_recipient(address, tx).await;
+        let reply = crate::metrics::smtp_reply(crate::metrics::Stage::Rcpt, reply);
         self.phase = if tx.has_recipients() { Phase::Rcpt(tx) } else { Phase::Mail(tx) };
         if reply.is_positive() {
             self.reply(reply);
@@ -489,7 +490,6 @@ impl Session {
         }
         let Ok(rcpt) = Mailbox::parse(address) else { return (reply::BAD_RECIPIENT, tx) };
         if rcpt.domain() != ctx.config.relay.domain {
-            metrics::counter!("maskrelay_relay_denied_total").increment(1);
             return (reply::NOT_RELAY_DOMAIN, tx);
         }
         if let Some(queue_id) = crate::delivery::bounce::queue_id_of(rcpt.local()) {
@@ -587,12 +587,14 @@ impl Session {
                 }
             }
         }
+        let stage = crate::metrics::Stage::Data;
         match reader.finish() {
             Ok(message) => {
-                Ok(transaction::accept(&self.ctx, &tx, &message, self.peer.ip(), &self.helo).await)
+                let accepted = transaction::accept(&self.ctx, &tx, &message, self.peer.ip(), &self.helo);
+                Ok(crate::metrics::smtp_data(accepted).await)
             }
-            Err(DataError::TooBig) => Ok(reply::TOO_BIG),
-            Err(DataError::Nul) => Ok(reply::NUL_IN_MESSAGE),
+            Err(DataError::TooBig) => Ok(crate::metrics::smtp_reply(stage, reply::TOO_BIG)),
+            Err(DataError::Nul) => Ok(crate::metrics::smtp_reply(stage, reply::NUL_IN_MESSAGE)),
         }
     }
 }

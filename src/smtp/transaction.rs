@@ -72,7 +72,7 @@ async fn bounces(ctx: &Context, tx: &Transaction, raw: &[u8]) -> Vec<Outgoing> {
     let report = crate::delivery::bounce::parse_dsn(raw);
     let mut notices = Vec::new();
     for b in &tx.bounces {
-        metrics::counter!("maskrelay_bounces_total").increment(1);
+        crate::metrics::bounce_received();
         info!(queue_id = %b.queue_id, thread = %b.thread.id, permanent = report.permanent, "bounce received");
         let event = NewEvent {
             kind: EventKind::Bounce,
@@ -105,7 +105,7 @@ pub async fn record_refusal(
     stage: &str,
     sender: Option<&Mailbox>,
 ) {
-    metrics::counter!("maskrelay_refused_senders_total").increment(1);
+    crate::metrics::refused_sender(stage, refusal);
     info!(thread = %rcpt.thread.id, store = %rcpt.store.id, stage, "unauthorized sender refused");
     let event = NewEvent {
         kind: EventKind::UnauthorizedSender,
@@ -229,7 +229,7 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
     match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &outgoing, &mappings).await {
         Ok(ids) => {
             ctx.wake.notify_waiters();
-            metrics::counter!("maskrelay_messages_accepted_total").increment(1);
+            crate::metrics::message_accepted();
             info!(queue_ids = ?ids, recipients = ids.len(), bytes = raw.len(), "message queued");
             Reply::new(250, format!("2.0.0 Message queued as {}", ids.join(",")))
         }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Db, StoreError, now};
+use crate::time::Timestamp;
 
 /// Who made a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +32,17 @@ impl Actor {
 }
 
 /// One audit record as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
-    pub at: String,
+    pub at: Timestamp,
+    /// `operator:api`, `operator:cli` or `shopper:revoke_page`.
     pub actor: String,
+    /// e.g. `store.create`, `thread.revoke`, `shopper.erase`.
     pub action: String,
+    /// A store or thread id, never an address.
     pub target: String,
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
@@ -60,13 +65,20 @@ pub async fn record(
     Ok(())
 }
 
-/// The newest entries first, optionally for one target.
-pub async fn list(db: &Db, target: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+/// The newest entries first, optionally for one target: at most `limit` of those older
+/// than the entry `before` (the cursor, an entry id).
+pub async fn list(
+    db: &Db,
+    target: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, at, actor, action, target, detail FROM audit_log \
-         WHERE ($1 IS NULL OR target = $1) ORDER BY id DESC LIMIT $2",
+         WHERE ($1 IS NULL OR target = $1) AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
     )
     .bind(target)
+    .bind(before)
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
@@ -74,7 +86,7 @@ pub async fn list(db: &Db, target: Option<&str>, limit: i64) -> Result<Vec<Audit
         .map(|r| {
             Ok(AuditEntry {
                 id: r.try_get("id")?,
-                at: crate::time::rfc3339(r.try_get("at")?),
+                at: Timestamp(r.try_get("at")?),
                 actor: r.try_get("actor")?,
                 action: r.try_get("action")?,
                 target: r.try_get("target")?,

@@ -8,7 +8,7 @@ use super::{Db, StoreError, now};
 use crate::address::StoreId;
 
 /// A new login: the username is the store id, the password is random and shown once.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct NewCredential {
     pub username: String,
     pub password: String,

@@ -6,9 +6,10 @@ use sqlx::Row;
 
 use super::webhooks::{self, Notice};
 use super::{Db, StoreError, incidents, now};
+use crate::time::Timestamp;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// Mail to an alias from someone the thread did not introduce.
@@ -67,15 +68,26 @@ pub struct NewEvent<'a> {
 }
 
 /// A recorded event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
-    pub at: i64,
+    pub at: Timestamp,
+    /// One of the event kinds (`unauthorized_sender`, `bounce`, …).
     pub kind: String,
     pub store: Option<String>,
     pub thread: Option<String>,
+    /// The alias local part concerned, if any.
     pub alias: Option<String>,
+    /// What else is known, never a shopper's address (e.g. the stage and reason of a refusal).
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
+}
+
+/// Which events a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter<'a> {
+    pub kind: Option<EventKind>,
+    pub store: Option<&'a str>,
 }
 
 /// Records an event, and in the same transaction what follows from it: an outsider
@@ -162,20 +174,22 @@ pub async fn prune(db: &Db, before: i64) -> Result<u64, StoreError> {
     Ok(res.rows_affected())
 }
 
-/// Events, newest first, filtered by kind and store when given.
+/// Events, newest first, filtered as asked: at most `limit` of those older than the event
+/// `before` (the cursor, an event id). Ids only grow, so a page never shifts.
 pub async fn list(
     db: &Db,
-    kind: Option<EventKind>,
-    store: Option<&str>,
+    filter: &EventFilter<'_>,
+    before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Event>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, at, kind, store_id, thread_id, alias, detail FROM events \
-         WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR store_id = $2) \
-         ORDER BY id DESC LIMIT $3",
+         WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR store_id = $2) AND ($3 IS NULL OR id < $3) \
+         ORDER BY id DESC LIMIT $4",
     )
-    .bind(kind.map(EventKind::as_str))
-    .bind(store)
+    .bind(filter.kind.map(EventKind::as_str))
+    .bind(filter.store)
+    .bind(before)
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
@@ -183,7 +197,7 @@ pub async fn list(
         .map(|r| {
             Ok(Event {
                 id: r.try_get("id")?,
-                at: r.try_get("at")?,
+                at: Timestamp(r.try_get("at")?),
                 kind: r.try_get("kind")?,
                 store: r.try_get("store_id")?,
                 thread: r.try_get("thread_id")?,
@@ -195,16 +209,16 @@ pub async fn list(
 }
 
 /// The leak signal of one store.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Leaks {
     pub store: String,
     /// Distinct shopper aliases of this store that received mail from outsiders.
     pub leaked_aliases: i64,
     /// Attempts in all.
     pub attempts: i64,
-    /// Unix seconds of the first and latest attempt.
-    pub first_at: Option<i64>,
-    pub last_at: Option<i64>,
+    /// The first and latest attempt.
+    pub first_at: Option<Timestamp>,
+    pub last_at: Option<Timestamp>,
 }
 
 /// Only attempts on *shopper* aliases count: each was handed to exactly this store.
@@ -222,7 +236,7 @@ pub async fn leaks(db: &Db, store: &str) -> Result<Leaks, StoreError> {
         store: store.to_owned(),
         leaked_aliases: row.try_get("aliases")?,
         attempts: row.try_get("attempts")?,
-        first_at: row.try_get("first_at")?,
-        last_at: row.try_get("last_at")?,
+        first_at: row.try_get::<Option<i64>, _>("first_at")?.map(Timestamp),
+        last_at: row.try_get::<Option<i64>, _>("last_at")?.map(Timestamp),
     })
 }

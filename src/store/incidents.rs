@@ -132,7 +132,7 @@ pub async fn attach(
 }
 
 /// One sending domain of an incident.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SendingDomain {
     /// None for the null sender `<>`.
     pub domain: Option<String>,
@@ -142,7 +142,7 @@ pub struct SendingDomain {
 }
 
 /// An incident as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Incident {
     pub id: String,
     pub store: String,
@@ -156,6 +156,7 @@ pub struct Incident {
     pub shoppers_notified: i64,
     pub notified_at: Option<String>,
     #[serde(skip)]
+    #[schema(ignore)]
     pub first_at: i64,
 }
 

@@ -8,15 +8,20 @@ use sqlx::any::AnyRow;
 use super::audit::Actor;
 use super::{Db, StoreError, now};
 use crate::address::{Mailbox, SenderPattern, StoreId};
+use crate::time::Timestamp;
 
 /// A store as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Store {
+    /// The store's slug, `[a-z0-9-]{1,40}`.
+    #[schema(value_type = String)]
     pub id: StoreId,
     pub name: String,
+    /// The real address mail to the store goes to (never shown to shoppers).
     pub contact: String,
+    /// Approved From addresses: `orders@acme.example`, or `@acme.example` for a whole domain.
     pub senders: Vec<String>,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 impl Store {
@@ -62,7 +67,7 @@ pub(crate) fn from_prefixed_row(row: &AnyRow, prefix: &str) -> Result<Store, Sto
         name: row.try_get(col("name").as_str())?,
         contact: row.try_get(col("contact").as_str())?,
         senders: serde_json::from_str(&senders).map_err(|_| StoreError::Corrupt("store senders".into()))?,
-        created_at: row.try_get(col("created_at").as_str())?,
+        created_at: Timestamp(row.try_get(col("created_at").as_str())?),
     })
 }
 
@@ -112,12 +117,14 @@ pub async fn get_any(db: &Db, id: &StoreId) -> Result<Store, StoreError> {
     from_row(&row)
 }
 
-/// All live stores, by id.
-pub async fn list(db: &Db) -> Result<Vec<Store>, StoreError> {
+/// Live stores by id: at most `limit` of those after the store id `after` (the cursor).
+pub async fn list(db: &Db, after: Option<&str>, limit: i64) -> Result<Vec<Store>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, name, contact, senders, created_at FROM stores \
-         WHERE deleted_at IS NULL ORDER BY id",
+         WHERE deleted_at IS NULL AND ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2",
     )
+    .bind(after)
+    .bind(limit)
     .fetch_all(&db.pool)
     .await?;
     rows.iter().map(from_row).collect()

@@ -14,7 +14,7 @@ use crate::locale::Locale;
 
 /// A thread's state as the SPEC names it. `Expired` is derived from `expires_at`, so a
 /// thread expires on time without a sweeper having to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ThreadStatus {
     Active,
@@ -233,13 +233,113 @@ pub async fn find_by_revoke_token(db: &Db, token: &str) -> Result<Thread, StoreE
     from_row(&db.vault, &row)
 }
 
-/// Threads of a store, newest first.
-pub async fn list_for_store(db: &Db, store: &StoreId) -> Result<Vec<Thread>, StoreError> {
-    let rows =
-        sqlx::query(sqlx::AssertSqlSafe(select_where("WHERE store_id = $1 ORDER BY created_at DESC, id")))
-            .bind(store.as_str())
-            .fetch_all(&db.pool)
-            .await?;
+/// Which threads a listing shows; every filter given must match.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadFilter {
+    pub store: Option<StoreId>,
+    pub order: Option<String>,
+    pub status: Option<ThreadStatus>,
+    /// Matched through the blind index under every key of the ring, never in clear.
+    pub shopper: Option<Mailbox>,
+}
+
+/// Where a listing of threads (newest first) continues: the creation time and id of the
+/// last thread already seen. Written `created_at:id` inside the API's cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadKey {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl ThreadKey {
+    pub fn of(thread: &Thread) -> Self {
+        Self { created_at: thread.created_at, id: thread.id.clone() }
+    }
+}
+
+impl std::fmt::Display for ThreadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.created_at, self.id)
+    }
+}
+
+impl std::str::FromStr for ThreadKey {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (at, id) = s.split_once(':').ok_or(())?;
+        if !id.starts_with("thr_") {
+            return Err(());
+        }
+        Ok(Self { created_at: at.parse().map_err(|_| ())?, id: id.to_owned() })
+    }
+}
+
+/// A value bound to a listing's SQL, in placeholder order.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// Threads matching `filter`, newest first (ties by id): at most `limit` of those after
+/// `after`. The SQL names only the filters given, so each listing can use its index.
+pub async fn list(
+    db: &Db,
+    filter: &ThreadFilter,
+    after: Option<&ThreadKey>,
+    limit: i64,
+) -> Result<Vec<Thread>, StoreError> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut binds: Vec<Bind> = Vec::new();
+    let next = |binds: &mut Vec<Bind>, value: Bind| {
+        binds.push(value);
+        format!("${}", binds.len())
+    };
+    if let Some(store) = &filter.store {
+        clauses.push(format!("store_id = {}", next(&mut binds, Bind::Text(store.as_str().to_owned()))));
+    }
+    if let Some(order) = &filter.order {
+        clauses.push(format!("order_ref = {}", next(&mut binds, Bind::Text(order.clone()))));
+    }
+    if let Some(status) = filter.status {
+        // `expired` is not stored: an active thread past its expires_at (see ThreadStatus).
+        clauses.push(match status {
+            ThreadStatus::Active => {
+                format!("status = 'active' AND expires_at > {}", next(&mut binds, Bind::Int(now())))
+            }
+            ThreadStatus::Expired => {
+                format!("status = 'active' AND expires_at <= {}", next(&mut binds, Bind::Int(now())))
+            }
+            other => format!("status = {}", next(&mut binds, Bind::Text(other.as_str().to_owned()))),
+        });
+    }
+    if let Some(shopper) = &filter.shopper {
+        let keys: Vec<String> = db
+            .vault
+            .blind_indexes(&shopper.normalized())
+            .into_iter()
+            .map(|index| next(&mut binds, Bind::Text(index)))
+            .collect();
+        clauses.push(format!("shopper_key IN ({})", keys.join(", ")));
+    }
+    if let Some(key) = after {
+        let at = next(&mut binds, Bind::Int(key.created_at));
+        let id = next(&mut binds, Bind::Text(key.id.clone()));
+        clauses.push(format!("(created_at < {at} OR (created_at = {at} AND id < {id}))"));
+    }
+    let where_clause = match clauses.is_empty() {
+        true => String::new(),
+        false => format!("WHERE {}", clauses.join(" AND ")),
+    };
+    let limit_at = next(&mut binds, Bind::Int(limit));
+    let sql = select_where(&format!("{where_clause} ORDER BY created_at DESC, id DESC LIMIT {limit_at}"));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for bind in binds {
+        query = match bind {
+            Bind::Text(t) => query.bind(t),
+            Bind::Int(i) => query.bind(i),
+        };
+    }
+    let rows = query.fetch_all(&db.pool).await?;
     rows.iter().map(|r| from_row(&db.vault, r)).collect()
 }
 

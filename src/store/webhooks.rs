@@ -25,7 +25,7 @@ pub const EVENT_TYPES: [&str; 10] = [
 ];
 
 /// A webhook as the API shows it (never its secret, which is shown once at creation).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Webhook {
     pub id: String,
     pub url: String,
@@ -39,7 +39,7 @@ pub struct Webhook {
 }
 
 /// A new webhook and its signing secret, shown this once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Created {
     #[serde(flatten)]
     pub webhook: Webhook,

@@ -160,7 +160,7 @@ impl TestRelay {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let (_, e) = self.api("GET", &format!("/v1/events?kind={kind}"), None).await;
-            let list = e.as_array().cloned().unwrap_or_default();
+            let list = e["data"].as_array().cloned().unwrap_or_default();
             if list.len() >= n {
                 return list;
             }
@@ -184,4 +184,19 @@ pub fn message(from: &str, to: &str, subject: &str, body: &str) -> Vec<u8> {
         maskrelay::address::random_token(12)
     )
     .into_bytes()
+}
+
+/// The sum of the samples of `name` in a Prometheus text scrape whose labels contain every
+/// one of `labels` (each written `key="value"`); 0 when there is none.
+pub fn metric(scrape: &str, name: &str, labels: &[&str]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (metric, label_set) = series.split_once('{').unwrap_or((series, ""));
+            metric == name && labels.iter().all(|want| label_set.contains(want))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
 }
