@@ -1,64 +1,79 @@
 //! `egress.mode = "smarthost"`: every message goes to one next hop through lettre, over
 //! pooled connections.
+//!
+//! Measurement step: lettre's protocol over a TcpStream opened here with TCP_NODELAY,
+//! pooled here, with no NOOP before reuse. Plain SMTP only.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
-use lettre::{AsyncTransport, Tokio1Executor};
+use tokio::net::TcpStream;
 
 use super::{DeliveryError, DeliveryFuture, Dispatcher, Envelope};
-use crate::config::{Egress, SmarthostTls};
+use crate::config::Egress;
 
 /// Delivery to the configured smarthost.
 pub struct Smarthost {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    addr: String,
+    hello: ClientId,
+    idle: Mutex<Vec<AsyncSmtpConnection>>,
 }
 
 impl Smarthost {
     pub fn new(config: &Egress, hello_name: &str) -> Result<Self, DeliveryError> {
-        let (host, port) = config
-            .smarthost
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| DeliveryError::Permanent("egress.smarthost: expected host:port".into()))?;
-        let tls = match config.smarthost_tls {
-            SmarthostTls::None => Tls::None,
-            SmarthostTls::Starttls => Tls::Required(tls_params(host)?),
-            SmarthostTls::Tls => Tls::Wrapper(tls_params(host)?),
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(port)
-            .tls(tls)
-            .hello_name(ClientId::Domain(hello_name.to_owned()))
-            .timeout(Some(Duration::from_secs(60)))
-            .pool_config(PoolConfig::new().max_size(config.workers.max(1) as u32));
-        if let (Some(user), Some(pass)) = (&config.smarthost_user, &config.smarthost_password) {
-            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
-        }
-        Ok(Self { transport: builder.build() })
+        Ok(Self {
+            addr: config.smarthost.clone(),
+            hello: ClientId::Domain(hello_name.to_owned()),
+            idle: Mutex::default(),
+        })
     }
-}
 
-fn tls_params(host: &str) -> Result<TlsParameters, DeliveryError> {
-    TlsParameters::new(host.to_owned()).map_err(|e| DeliveryError::Permanent(e.to_string()))
+    async fn connection(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(c);
+        }
+        let tcp = tokio::time::timeout(Duration::from_secs(60), TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| DeliveryError::Transient("connect timeout".into()))?
+            .map_err(|e| DeliveryError::Transient(e.to_string()))?;
+        tcp.set_nodelay(true).map_err(|e| DeliveryError::Transient(e.to_string()))?;
+        AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+            .await
+            .map_err(|e| DeliveryError::Transient(e.to_string()))
+    }
 }
 
 impl Dispatcher for Smarthost {
     fn deliver<'a>(&'a self, envelope: &'a Envelope, message: &'a [u8]) -> DeliveryFuture<'a> {
-        Box::pin(async move { send(&self.transport, envelope, message).await })
+        Box::pin(async move {
+            let mut conn = self.connection().await?;
+            let lettre_envelope = lettre_envelope(envelope)?;
+            let body = message.strip_suffix(b"\r\n").unwrap_or(message);
+            let result = conn.send(&lettre_envelope, body).await;
+            if !conn.has_broken() && result.is_ok() {
+                if let Ok(mut idle) = self.idle.lock() {
+                    idle.push(conn);
+                }
+            }
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(e.to_string())),
+                Err(e) => Err(DeliveryError::Transient(e.to_string())),
+            }
+        })
     }
 }
 
 /// One send through a lettre transport, with lettre's errors split into transient and
 /// permanent.
 pub async fn send(
-    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    transport: &lettre::transport::smtp::AsyncSmtpTransport<lettre::Tokio1Executor>,
     envelope: &Envelope,
     message: &[u8],
 ) -> Result<(), DeliveryError> {
+    use lettre::AsyncTransport;
     let lettre_envelope = lettre_envelope(envelope)?;
     // lettre appends CRLF.CRLF itself; without this the message would gain a blank line.
     let body = message.strip_suffix(b"\r\n").unwrap_or(message);
