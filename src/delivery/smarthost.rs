@@ -1,96 +1,130 @@
-//! `egress.mode = "smarthost"`: every message goes to one next hop through lettre, over
-//! pooled connections.
-//!
-//! Measurement step: lettre's protocol over a TcpStream opened here with TCP_NODELAY,
-//! pooled here, with no NOOP before reuse. Plain SMTP only.
+//! `egress.mode = "smarthost"`: every message goes to one configured next hop, in plain
+//! SMTP, with STARTTLS required, or in TLS from the first byte (`egress.smarthost_tls`),
+//! the certificate verified, and with SMTP AUTH when credentials are configured.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::extension::ClientId;
-use tokio::net::TcpStream;
+use super::client::{Credentials, Settings, Timeouts, TlsMode};
+use super::pool::Limits;
+use super::transport::{Destination, Transport};
+use super::{DeliveryError, DeliveryFuture, Dispatcher, Envelope, Stage, dkim, tls};
+use crate::config::{Egress, SmarthostTls};
 
-use super::{DeliveryError, DeliveryFuture, Dispatcher, Envelope};
-use crate::config::Egress;
+/// How long the smarthost's resolved addresses are used before it is looked up again.
+const RESOLVED_FOR: Duration = Duration::from_secs(60);
 
 /// Delivery to the configured smarthost.
 pub struct Smarthost {
-    addr: String,
-    hello: ClientId,
-    idle: Mutex<Vec<AsyncSmtpConnection>>,
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    transport: Transport,
+    resolved: Mutex<Option<(Instant, Vec<SocketAddr>)>>,
+}
+
+/// Why the smarthost settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SmarthostError {
+    #[error("egress.smarthost: expected host:port, got {0:?}")]
+    Address(String),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 impl Smarthost {
-    pub fn new(config: &Egress, hello_name: &str) -> Result<Self, DeliveryError> {
+    pub fn new(config: &Egress, hello_name: &str) -> Result<Self, SmarthostError> {
+        let (host, port) = config
+            .smarthost
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| SmarthostError::Address(config.smarthost.clone()))?;
+        let tls = match config.smarthost_tls {
+            SmarthostTls::None => TlsMode::Plain,
+            SmarthostTls::Starttls => TlsMode::Starttls,
+            SmarthostTls::Tls => TlsMode::Implicit,
+        };
+        let verified_tls = match tls {
+            TlsMode::Plain => None,
+            _ => Some(tls::verified(config.smarthost_ca_path.as_deref())?),
+        };
+        let credentials = match (&config.smarthost_user, &config.smarthost_password) {
+            (Some(user), Some(password)) => {
+                Some(Credentials { user: user.clone(), password: password.clone() })
+            }
+            _ => None,
+        };
+        let settings = Settings {
+            hello: hello_name.to_owned(),
+            timeouts: Timeouts::from_config(config),
+            opportunistic_tls: tls::opportunistic()?,
+            verified_tls,
+            credentials,
+            plaintext_auth: config.smarthost_auth_plaintext,
+        };
+        // One destination: it may use every worker.
+        let limits = Limits {
+            per_destination: config.workers.max(1),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            max_pools: config.max_pools,
+        };
         Ok(Self {
-            addr: config.smarthost.clone(),
-            hello: ClientId::Domain(hello_name.to_owned()),
-            idle: Mutex::default(),
+            host: host.to_owned(),
+            port,
+            tls,
+            transport: Transport::new(settings, limits),
+            resolved: Mutex::new(None),
         })
     }
 
-    async fn connection(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
-        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
-            return Ok(c);
+    /// The smarthost's addresses, through the system resolver (it is the operator's own
+    /// host, often named in /etc/hosts), kept for a minute.
+    async fn addresses(&self) -> Result<Vec<SocketAddr>, DeliveryError> {
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
         }
-        let tcp = tokio::time::timeout(Duration::from_secs(60), TcpStream::connect(&self.addr))
+        if let Ok(cached) = self.resolved.lock()
+            && let Some((at, addrs)) = cached.as_ref()
+            && at.elapsed() < RESOLVED_FOR
+        {
+            return Ok(addrs.clone());
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
-            .map_err(|_| DeliveryError::Transient("connect timeout".into()))?
-            .map_err(|e| DeliveryError::Transient(e.to_string()))?;
-        tcp.set_nodelay(true).map_err(|e| DeliveryError::Transient(e.to_string()))?;
-        AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
-            .await
-            .map_err(|e| DeliveryError::Transient(e.to_string()))
+            .map_err(|e| DeliveryError::unreachable(Stage::Resolve, format!("smarthost lookup: {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(DeliveryError::unreachable(Stage::Resolve, "the smarthost's name has no address"));
+        }
+        if let Ok(mut cached) = self.resolved.lock() {
+            *cached = Some((Instant::now(), addrs.clone()));
+        }
+        Ok(addrs)
     }
 }
 
 impl Dispatcher for Smarthost {
-    fn deliver<'a>(&'a self, envelope: &'a Envelope, message: &'a [u8]) -> DeliveryFuture<'a> {
+    fn deliver<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        message: &'a [u8],
+        signer: &'a dkim::Signer,
+    ) -> DeliveryFuture<'a> {
         Box::pin(async move {
-            let mut conn = self.connection().await?;
-            let lettre_envelope = lettre_envelope(envelope)?;
-            let body = message.strip_suffix(b"\r\n").unwrap_or(message);
-            let result = conn.send(&lettre_envelope, body).await;
-            if !conn.has_broken() && result.is_ok() {
-                if let Ok(mut idle) = self.idle.lock() {
-                    idle.push(conn);
+            let mut last = None;
+            for addr in self.addresses().await? {
+                let dest = Destination { host: self.host.clone(), addr, tls: self.tls };
+                match self.transport.deliver(&dest, envelope, message, signer).await {
+                    Ok(_) => return Ok(()),
+                    // Another address of the same host is worth trying only when this one
+                    // could not be reached at all.
+                    Err(e @ DeliveryError::Unreachable { stage: Stage::Connect, .. }) => last = Some(e),
+                    Err(e) => return Err(e),
                 }
             }
-            match result {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(e.to_string())),
-                Err(e) => Err(DeliveryError::Transient(e.to_string())),
-            }
+            Err(last.unwrap_or_else(|| DeliveryError::unreachable(Stage::Resolve, "no smarthost address")))
         })
     }
-}
-
-/// One send through a lettre transport, with lettre's errors split into transient and
-/// permanent.
-pub async fn send(
-    transport: &lettre::transport::smtp::AsyncSmtpTransport<lettre::Tokio1Executor>,
-    envelope: &Envelope,
-    message: &[u8],
-) -> Result<(), DeliveryError> {
-    use lettre::AsyncTransport;
-    let lettre_envelope = lettre_envelope(envelope)?;
-    // lettre appends CRLF.CRLF itself; without this the message would gain a blank line.
-    let body = message.strip_suffix(b"\r\n").unwrap_or(message);
-    match transport.send_raw(&lettre_envelope, body).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(e.to_string())),
-        // 4xx, connection refused, timeouts, TLS trouble: all worth another try.
-        Err(e) => Err(DeliveryError::Transient(e.to_string())),
-    }
-}
-
-fn lettre_envelope(envelope: &Envelope) -> Result<lettre::address::Envelope, DeliveryError> {
-    let parse = |s: &str| {
-        s.parse::<lettre::Address>().map_err(|_| DeliveryError::Permanent("invalid envelope address".into()))
-    };
-    // An empty reverse-path is the null sender `<>` of notices.
-    let from = if envelope.mail_from.is_empty() { None } else { Some(parse(&envelope.mail_from)?) };
-    lettre::address::Envelope::new(from, vec![parse(&envelope.rcpt_to)?])
-        .map_err(|e| DeliveryError::Permanent(e.to_string()))
 }
