@@ -395,24 +395,13 @@ async fn a_next_hop_slower_than_the_stage_timeout_is_tried_again() {
     relay.stop().await;
 }
 
-/// Two sinks on one port at different loopback addresses, so two MX hosts can share
-/// `egress.mx_port`.
-async fn two_sinks(slow: Options) -> (Sink, Sink) {
-    for _ in 0..20 {
-        let a = Sink::start_with("127.0.0.2:0", slow.clone()).await;
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.3", a.addr.port())) {
-            drop(l);
-            let b = Sink::start_with(&format!("127.0.0.3:{}", a.addr.port()), Options::default()).await;
-            return (a, b);
-        }
-        a.stop();
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slow_domain_cannot_take_every_worker() {
-    let (slow, fast) = two_sinks(sink_options(|o| o.data_reply_delay = Duration::from_secs(2))).await;
+    let (slow, fast) = Sink::pair_on_one_port(
+        sink_options(|o| o.data_reply_delay = Duration::from_secs(2)),
+        Options::default(),
+    )
+    .await;
     let dns = DnsServer::start().await;
     dns.a("slow.example", Ipv4Addr::new(127, 0, 0, 2));
     dns.a("fast.example", Ipv4Addr::new(127, 0, 0, 3));

@@ -60,6 +60,9 @@ pub struct Options {
     pub size: Option<usize>,
     /// Offers STARTTLS with this server configuration.
     pub starttls: Option<Arc<rustls::ServerConfig>>,
+    /// Offers STARTTLS, answers it with 220 and then sends garbage instead of a
+    /// handshake (a broken TLS stack).
+    pub broken_starttls: bool,
     /// Speaks TLS from the first byte (port 465 style).
     pub implicit_tls: Option<Arc<rustls::ServerConfig>>,
     /// Offers AUTH PLAIN LOGIN (after TLS when TLS is configured) and requires a login
@@ -81,6 +84,7 @@ impl Default for Options {
             smtputf8: true,
             size: None,
             starttls: None,
+            broken_starttls: false,
             implicit_tls: None,
             auth: None,
             auth_mechanisms: "PLAIN LOGIN",
@@ -157,6 +161,21 @@ impl Sink {
             }
         });
         Self { addr, shared, task }
+    }
+
+    /// Two sinks on one port, at 127.0.0.2 and 127.0.0.3: two MX hosts that share
+    /// `egress.mx_port`.
+    pub async fn pair_on_one_port(first: Options, second: Options) -> (Self, Self) {
+        for _ in 0..20 {
+            let a = Self::start_with("127.0.0.2:0", first.clone()).await;
+            if let Ok(probe) = std::net::TcpListener::bind(("127.0.0.3", a.addr.port())) {
+                drop(probe);
+                let b = Self::start_with(&format!("127.0.0.3:{}", a.addr.port()), second).await;
+                return (a, b);
+            }
+            a.stop();
+        }
+        panic!("no port free on both 127.0.0.2 and 127.0.0.3");
     }
 
     /// Replies for the next DATA commands, e.g. `["451 4.3.0 try later"]`.
@@ -324,7 +343,7 @@ async fn session(
             if let Some(n) = options.size {
                 lines.push(format!("250-SIZE {n}"));
             }
-            if options.starttls.is_some() && !tls {
+            if (options.starttls.is_some() || options.broken_starttls) && !tls {
                 lines.push("250-STARTTLS".into());
             }
             if offer_auth {
@@ -338,6 +357,10 @@ async fn session(
             lines.join("\r\n")
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             "250 ok".into()
+        } else if upper == "STARTTLS" && options.broken_starttls {
+            reply(&mut io, "220 2.0.0 go ahead").await?;
+            reply(&mut io, "this is not a TLS handshake").await?;
+            return Ok(());
         } else if upper == "STARTTLS" && options.starttls.is_some() && !tls {
             reply(&mut io, "220 2.0.0 go ahead").await?;
             // RFC 3207 5: whatever the client sent after STARTTLS is not part of TLS.
