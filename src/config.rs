@@ -477,6 +477,28 @@ mod tests {
     }
 
     #[test]
+    fn smarthost_credentials_go_only_over_tls_unless_allowed() {
+        let base = "[egress]\nmode = \"smarthost\"\nsmarthost = \"10.0.0.1:25\"\n\
+                    smarthost_user = \"u\"\nsmarthost_password = \"p\"\n";
+        let e = Config::from_toml_and_env(base, env(&[])).unwrap_err();
+        assert!(e.to_string().contains("egress.smarthost_user") && e.to_string().contains("clear"), "{e}");
+        for extra in ["smarthost_tls = \"starttls\"\n", "smarthost_auth_plaintext = true\n"] {
+            let c = Config::from_toml_and_env(&format!("{base}{extra}"), env(&[])).unwrap();
+            assert_eq!(c.egress.smarthost_user.as_deref(), Some("u"));
+        }
+        let e = Config::from_toml_and_env(
+            "[egress]\nsmarthost_user = \"u\"\nsmarthost_tls = \"tls\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("egress.smarthost_password"), "{e}");
+        let e = Config::from_toml_and_env("[egress]\nmax_per_destination = 0\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("egress.max_per_destination"), "{e}");
+        let c = Config::from_toml_and_env("[egress]\nworkers = 9\n", env(&[])).unwrap();
+        assert_eq!(c.egress.max_per_destination(), 4);
+    }
+
+    #[test]
     fn init_template_is_a_valid_config() {
         let c = Config::from_toml_and_env(
             &commented_template("relay.example", "0123456789abcdef0123456789", "s1", "/k.pem", "/k.key"),

@@ -140,9 +140,13 @@ impl Capabilities {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "STARTTLS" => caps.starttls = true,
                 "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
-                "AUTH" => {
-                    for mechanism in words {
-                        match mechanism.to_ascii_uppercase().as_str() {
+                // "AUTH=LOGIN" is how some older servers say it.
+                k if k == "AUTH" || k.starts_with("AUTH=") => {
+                    let first = k.strip_prefix("AUTH=").filter(|m| !m.is_empty());
+                    for mechanism in
+                        first.map(str::to_owned).into_iter().chain(words.map(str::to_ascii_uppercase))
+                    {
+                        match mechanism.as_str() {
                             "PLAIN" => caps.auth_plain = true,
                             "LOGIN" => caps.auth_login = true,
                             _ => {}
@@ -383,8 +387,8 @@ impl Connection {
         if self.broken {
             return;
         }
-        if self.write(b"QUIT\r\n", Stage::Rset, Duration::from_secs(5)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.read_reply(Stage::Rset)).await;
+        if self.write(b"QUIT\r\n", Stage::Quit, Duration::from_secs(5)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.read_reply(Stage::Quit)).await;
         }
     }
 
@@ -647,6 +651,7 @@ mod tests {
             }
         );
         assert_eq!(Capabilities::parse("mx.example\nSIZE").max_size(), None);
+        assert!(Capabilities::parse("mx.example\nAUTH=LOGIN").auth_login);
         // The greeting line is the server's name, never a keyword.
         assert_eq!(Capabilities::parse("PIPELINING"), Capabilities::default());
     }

@@ -105,6 +105,7 @@ pub enum Stage {
     Message,
     /// The reply after the final dot.
     DataEnd,
+    Quit,
 }
 
 impl Stage {
@@ -133,6 +134,7 @@ impl std::fmt::Display for Stage {
             Stage::Data => "DATA",
             Stage::Message => "sending the message",
             Stage::DataEnd => "end of data",
+            Stage::Quit => "QUIT",
         })
     }
 }

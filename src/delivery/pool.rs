@@ -218,7 +218,7 @@ mod tests {
         let _c = p.checkout(&"c").unwrap();
         assert_eq!(p.len(), 2, "the unused pool of a went");
         // b and c are busy: d still gets a lease, from a pool that is not kept.
-        let mut d = p.checkout(&"d").unwrap();
+        let d = p.checkout(&"d").unwrap();
         d.put_back(4);
         drop(d);
         assert_eq!(p.len(), 2);
