@@ -89,17 +89,21 @@ async fn starttls_to_the_mx_whatever_its_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_starttls_falls_back_to_plaintext() {
-    let dns = DnsServer::start().await;
-    dns.a("shopper.example", Ipv4Addr::LOCALHOST);
-    let options = support::sink::Options { broken_starttls: true, ..Default::default() };
-    let sink = Sink::start_with("127.0.0.1:0", options).await;
-    let (relay, _dir) = mx_relay(&dns, &sink).await;
-    send_to_shopper(&relay, "jane@shopper.example", "in the clear").await;
-    let got = sink.wait_for(1, WAIT).await;
-    assert!(!got[0].tls);
-    assert_eq!(sink.connections(), 2, "one failed handshake, one plaintext delivery");
-    relay.stop().await;
+async fn a_failed_starttls_falls_back_to_plaintext() {
+    use support::sink::BrokenStarttls;
+    // Declined (454): on the same connection; a broken handshake: on a new one.
+    for (broken, connections) in [(BrokenStarttls::Declined, 1), (BrokenStarttls::Garbage, 2)] {
+        let dns = DnsServer::start().await;
+        dns.a("shopper.example", Ipv4Addr::LOCALHOST);
+        let options = support::sink::Options { broken_starttls: Some(broken), ..Default::default() };
+        let sink = Sink::start_with("127.0.0.1:0", options).await;
+        let (relay, _dir) = mx_relay(&dns, &sink).await;
+        send_to_shopper(&relay, "jane@shopper.example", "in the clear").await;
+        let got = sink.wait_for(1, WAIT).await;
+        assert!(!got[0].tls);
+        assert_eq!(sink.connections(), connections, "{broken:?}");
+        relay.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,7 +277,12 @@ impl Connection {
         match mode {
             TlsMode::Opportunistic if conn.capabilities.starttls => {
                 let config = settings.opportunistic_tls.clone();
-                conn.starttls(host, config, &settings.hello).await?;
+                match conn.starttls(host, config, &settings.hello).await {
+                    // RFC 3207 4: a server that declines STARTTLS (454) can still take
+                    // the mail in the clear, on this same session.
+                    Err(DeliveryError::Refused { stage: Stage::StartTls, .. }) if conn.is_usable() => {}
+                    other => other?,
+                }
             }
             TlsMode::Starttls if !conn.capabilities.starttls => {
                 return Err(DeliveryError::local(

@@ -60,9 +60,8 @@ pub struct Options {
     pub size: Option<usize>,
     /// Offers STARTTLS with this server configuration.
     pub starttls: Option<Arc<rustls::ServerConfig>>,
-    /// Offers STARTTLS, answers it with 220 and then sends garbage instead of a
-    /// handshake (a broken TLS stack).
-    pub broken_starttls: bool,
+    /// Offers STARTTLS and fails it this way.
+    pub broken_starttls: Option<BrokenStarttls>,
     /// Speaks TLS from the first byte (port 465 style).
     pub implicit_tls: Option<Arc<rustls::ServerConfig>>,
     /// Offers AUTH PLAIN LOGIN (after TLS when TLS is configured) and requires a login
@@ -74,6 +73,10 @@ pub struct Options {
     pub data_reply_delay: Duration,
     /// The first `.0` connections wait `.1` before their greeting.
     pub slow_greetings: (usize, Duration),
+    /// Each burst of input waits this long before it is read, as over a link with that
+    /// round trip: a client that waits for every reply pays it per command, one that
+    /// pipelines once per batch (for benchmarks).
+    pub latency: Duration,
 }
 
 impl Default for Options {
@@ -84,14 +87,24 @@ impl Default for Options {
             smtputf8: true,
             size: None,
             starttls: None,
-            broken_starttls: false,
+            broken_starttls: None,
             implicit_tls: None,
             auth: None,
             auth_mechanisms: "PLAIN LOGIN",
             data_reply_delay: Duration::ZERO,
             slow_greetings: (0, Duration::ZERO),
+            latency: Duration::ZERO,
         }
     }
+}
+
+/// How a sink's STARTTLS fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokenStarttls {
+    /// `454 4.7.0`: declined, the session goes on in the clear.
+    Declined,
+    /// `220`, then garbage instead of a handshake.
+    Garbage,
 }
 
 #[derive(Default)]
@@ -312,8 +325,12 @@ async fn session(
     let violation = |what: String| shared.lock().unwrap().violations.push(what);
     loop {
         line.clear();
+        let fresh = io.buffer().is_empty();
         if io.read_until(b'\n', &mut line).await? == 0 {
             return Ok(());
+        }
+        if fresh && !options.latency.is_zero() {
+            tokio::time::sleep(options.latency).await;
         }
         let cmd = String::from_utf8_lossy(&line).trim_end().to_owned();
         let upper = cmd.to_ascii_uppercase();
@@ -343,7 +360,7 @@ async fn session(
             if let Some(n) = options.size {
                 lines.push(format!("250-SIZE {n}"));
             }
-            if (options.starttls.is_some() || options.broken_starttls) && !tls {
+            if (options.starttls.is_some() || options.broken_starttls.is_some()) && !tls {
                 lines.push("250-STARTTLS".into());
             }
             if offer_auth {
@@ -357,7 +374,9 @@ async fn session(
             lines.join("\r\n")
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             "250 ok".into()
-        } else if upper == "STARTTLS" && options.broken_starttls {
+        } else if upper == "STARTTLS" && options.broken_starttls == Some(BrokenStarttls::Declined) {
+            "454 4.7.0 TLS not available now".into()
+        } else if upper == "STARTTLS" && options.broken_starttls == Some(BrokenStarttls::Garbage) {
             reply(&mut io, "220 2.0.0 go ahead").await?;
             reply(&mut io, "this is not a TLS handshake").await?;
             return Ok(());
@@ -436,6 +455,9 @@ async fn session(
                 "554 5.5.1 no valid recipients".into()
             } else {
                 reply(&mut io, "354 go ahead").await?;
+                if !options.latency.is_zero() {
+                    tokio::time::sleep(options.latency).await;
+                }
                 let mut data = Vec::new();
                 loop {
                     line.clear();
