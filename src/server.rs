@@ -37,6 +37,8 @@ pub enum ServeError {
     Dns(#[from] crate::dns::DnsError),
     #[error("{0}")]
     Keys(#[from] crate::store::VaultError),
+    #[error("{0}")]
+    Webhook(#[from] crate::webhook::ClientError),
 }
 
 /// A running relay.
@@ -154,16 +156,22 @@ impl Relay {
         }
         tasks.spawn(smtp::listener::serve(smtp_listener, Listener::Mx, ctx, shutdown.clone()));
 
+        let node = format!("{}-{}", std::process::id(), crate::address::random_token(6));
         let workers = Arc::new(Workers {
             db: db.clone(),
             dispatcher: dispatcher(&config)?,
             signer: Arc::new(dkim_signer(&config)?),
             config: config.egress.clone(),
             wake,
-            node: format!("{}-{}", std::process::id(), crate::address::random_token(6)),
+            node: node.clone(),
             relay_domain: config.relay.domain.clone(),
         });
         tasks.spawn(workers.run(shutdown.clone()));
+        // The shopper's side: webhook POSTs from the outbox, and the retention sweep.
+        let webhooks =
+            crate::webhook::Sender::new(db.clone(), config.webhooks.clone(), &node, Arc::default())?;
+        tasks.spawn(Arc::new(webhooks).run(shutdown.clone()));
+        tasks.spawn(crate::retention::run(db.clone(), config.clone(), node.clone(), shutdown.clone()));
 
         let state = Arc::new(ApiState { config: config.clone(), db: db.clone(), token: api_token.clone() });
         let mut api_shutdown = shutdown.clone();

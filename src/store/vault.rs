@@ -54,6 +54,7 @@ pub enum Field {
     QueueRecipient,
     QueueMessage,
     OriginalMessageId,
+    WebhookSecret,
 }
 
 impl Field {
@@ -64,6 +65,7 @@ impl Field {
             Self::QueueRecipient => b"queue.rcpt_to",
             Self::QueueMessage => b"queue.message",
             Self::OriginalMessageId => b"message_ids.original",
+            Self::WebhookSecret => b"webhooks.secret",
         }
     }
 }
