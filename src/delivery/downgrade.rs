@@ -20,11 +20,10 @@
 use base64::Engine;
 use mail_parser::{Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
+use crate::rewrite::body::{Splice, apply, ending_like};
+
 /// Nested messages deeper than this are not entered (their 8-bit octets go as they are).
 const MAX_DEPTH: usize = 32;
-
-/// Replace `buf[.0..buf.1]` with `.2`.
-type Splice = (usize, usize, Vec<u8>);
 
 /// The header block of a message: everything up to and including the empty line.
 pub fn header_block(message: &[u8]) -> &[u8] {
@@ -42,7 +41,7 @@ pub fn body(message: &[u8]) -> Option<Vec<u8>> {
     let parsed = MessageParser::default().parse(message)?;
     let mut splices = Vec::new();
     part_body(&parsed, 0, message, &mut splices, 0);
-    (!splices.is_empty()).then(|| apply(message, splices))
+    (!splices.is_empty()).then(|| apply(message, 0, splices))
 }
 
 /// The message with every 8-bit header field written in ASCII, or `None` when there is
@@ -54,7 +53,7 @@ pub fn headers(message: &[u8]) -> Option<Vec<u8>> {
     let parsed = MessageParser::default().parse(message)?;
     let mut splices = Vec::new();
     message_headers(&parsed, message, &mut splices, 0);
-    (!splices.is_empty()).then(|| apply(message, splices))
+    (!splices.is_empty()).then(|| apply(message, 0, splices))
 }
 
 fn message_headers(m: &Message<'_>, buf: &[u8], out: &mut Vec<Splice>, depth: usize) {
@@ -162,39 +161,6 @@ fn base64_lines(bytes: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(line);
     }
-    out
-}
-
-/// `new` ending in CRLF exactly when `old` did (a part body's last line break belongs to
-/// the boundary that follows it; a header field's to the field).
-fn ending_like(mut new: Vec<u8>, old: &[u8]) -> Vec<u8> {
-    let old_ends = old.ends_with(b"\n");
-    let new_ends = new.ends_with(b"\n");
-    if old_ends && !new_ends {
-        new.extend_from_slice(b"\r\n");
-    } else if !old_ends && new_ends {
-        while new.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            new.pop();
-        }
-    }
-    new
-}
-
-/// `buf` with the splices made, in order; one that would overlap another is left out.
-fn apply(buf: &[u8], mut splices: Vec<Splice>) -> Vec<u8> {
-    // An insertion (start == end) goes before a splice starting at the same place.
-    splices.sort_by_key(|s| (s.0, s.1));
-    let mut out = Vec::with_capacity(buf.len() + buf.len() / 4 + 256);
-    let mut at = 0;
-    for (start, end, bytes) in splices {
-        if start < at || end > buf.len() || start > end {
-            continue;
-        }
-        out.extend_from_slice(&buf[at..start]);
-        out.extend_from_slice(&bytes);
-        at = end;
-    }
-    out.extend_from_slice(&buf[at..]);
     out
 }
 
