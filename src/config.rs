@@ -160,8 +160,28 @@ pub struct Egress {
     pub smarthost_tls: SmarthostTls,
     pub smarthost_user: Option<String>,
     pub smarthost_password: Option<String>,
+    /// PEM file of the CA certificates that verify the smarthost's certificate; the
+    /// system's roots when unset.
+    pub smarthost_ca_path: Option<String>,
+    /// Allows AUTH over a connection that is not encrypted (a next hop on a private
+    /// network); off, credentials are sent only over TLS.
+    pub smarthost_auth_plaintext: bool,
     /// Delivery workers per process.
     pub workers: usize,
+    /// Deliveries in progress to one MX host address at a time, so one slow domain cannot
+    /// hold every worker; unset: half of `workers`, at least 1. (A smarthost may use all.)
+    pub max_per_destination: Option<usize>,
+    /// Seconds an unused connection to a next hop stays open for the next message.
+    pub idle_timeout_secs: u64,
+    /// Next hops whose connections are pooled at once.
+    pub max_pools: usize,
+    /// Per-stage timeouts (RFC 5321 4.5.3.2): TCP connect; each reply outside DATA; the
+    /// 354 after DATA; each block of the message; the reply after the final dot.
+    pub connect_timeout_secs: u64,
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+    pub data_block_timeout_secs: u64,
+    pub data_done_timeout_secs: u64,
     /// First retry delay; each further attempt doubles it up to `retry_max_secs`.
     pub retry_base_secs: u64,
     pub retry_max_secs: u64,
@@ -180,13 +200,30 @@ impl Default for Egress {
             smarthost_tls: SmarthostTls::None,
             smarthost_user: None,
             smarthost_password: None,
+            smarthost_ca_path: None,
+            smarthost_auth_plaintext: false,
             workers: 4,
+            max_per_destination: None,
+            idle_timeout_secs: 30,
+            max_pools: 1000,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            data_timeout_secs: 120,
+            data_block_timeout_secs: 180,
+            data_done_timeout_secs: 600,
             retry_base_secs: 60,
             retry_max_secs: 4 * 3600,
             max_queue_days: 5.0,
             lease_secs: 300,
             mx_port: 25,
         }
+    }
+}
+
+impl Egress {
+    /// `max_per_destination`, or its default: half of the workers, at least 1.
+    pub fn max_per_destination(&self) -> usize {
+        self.max_per_destination.unwrap_or(self.workers / 2).max(1)
     }
 }
 
@@ -352,6 +389,8 @@ impl Config {
             ("smtp.max_commands", self.smtp.max_commands),
             ("smtp.max_connections", self.smtp.max_connections),
             ("egress.workers", self.egress.workers),
+            ("egress.max_pools", self.egress.max_pools),
+            ("egress.max_per_destination", self.egress.max_per_destination.unwrap_or(1)),
             ("webhooks.timeout_secs", self.webhooks.timeout_secs as usize),
             ("webhooks.retry_base_secs", self.webhooks.retry_base_secs as usize),
             ("threads.retention_interval_secs", self.threads.retention_interval_secs as usize),
@@ -369,6 +408,34 @@ impl Config {
         }
         if self.egress.mode == EgressMode::Smarthost && !self.egress.smarthost.contains(':') {
             return Err(invalid("egress.smarthost", "expected host:port"));
+        }
+        let timeouts = [
+            ("egress.connect_timeout_secs", self.egress.connect_timeout_secs),
+            ("egress.command_timeout_secs", self.egress.command_timeout_secs),
+            ("egress.data_timeout_secs", self.egress.data_timeout_secs),
+            ("egress.data_block_timeout_secs", self.egress.data_block_timeout_secs),
+            ("egress.data_done_timeout_secs", self.egress.data_done_timeout_secs),
+        ];
+        for (key, v) in timeouts {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1 second"));
+            }
+        }
+        if self.egress.smarthost_user.is_some() != self.egress.smarthost_password.is_some() {
+            return Err(invalid(
+                "egress.smarthost_password",
+                "set both smarthost_user and smarthost_password",
+            ));
+        }
+        if self.egress.smarthost_user.is_some()
+            && self.egress.smarthost_tls == SmarthostTls::None
+            && !self.egress.smarthost_auth_plaintext
+        {
+            return Err(invalid(
+                "egress.smarthost_user",
+                "credentials would cross the network in the clear: set egress.smarthost_tls = \"starttls\" or \"tls\" \
+                 (or egress.smarthost_auth_plaintext = true for a next hop on a private network)",
+            ));
         }
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres")) {
             return Err(invalid("database.url", "expected sqlite://PATH or postgres://…"));
@@ -457,6 +524,28 @@ mod tests {
     }
 
     #[test]
+    fn smarthost_credentials_go_only_over_tls_unless_allowed() {
+        let base = "[egress]\nmode = \"smarthost\"\nsmarthost = \"10.0.0.1:25\"\n\
+                    smarthost_user = \"u\"\nsmarthost_password = \"p\"\n";
+        let e = Config::from_toml_and_env(base, env(&[])).unwrap_err();
+        assert!(e.to_string().contains("egress.smarthost_user") && e.to_string().contains("clear"), "{e}");
+        for extra in ["smarthost_tls = \"starttls\"\n", "smarthost_auth_plaintext = true\n"] {
+            let c = Config::from_toml_and_env(&format!("{base}{extra}"), env(&[])).unwrap();
+            assert_eq!(c.egress.smarthost_user.as_deref(), Some("u"));
+        }
+        let e = Config::from_toml_and_env(
+            "[egress]\nsmarthost_user = \"u\"\nsmarthost_tls = \"tls\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("egress.smarthost_password"), "{e}");
+        let e = Config::from_toml_and_env("[egress]\nmax_per_destination = 0\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("egress.max_per_destination"), "{e}");
+        let c = Config::from_toml_and_env("[egress]\nworkers = 9\n", env(&[])).unwrap();
+        assert_eq!(c.egress.max_per_destination(), 4);
+    }
+
+    #[test]
     fn init_template_is_a_valid_config() {
         let c = Config::from_toml_and_env(
             &commented_template("relay.example", "0123456789abcdef0123456789", "s1", "/k.pem", "/k.key"),
@@ -527,8 +616,15 @@ private_key_path = "{dkim_key}"
 # "mx": deliver directly by MX lookup. "smarthost": hand everything to one next hop.
 mode = "mx"
 # smarthost = "127.0.0.1:2526"
-# smarthost_tls = "none"   # "none", "starttls" or "tls"
+# smarthost_tls = "none"   # "none", "starttls" or "tls" (certificate verified)
+# smarthost_ca_path = "/etc/ssl/smarthost-ca.pem"   # default: the system's roots
+# smarthost_user = "relay"  # AUTH PLAIN/LOGIN, only over TLS unless
+# smarthost_auth_plaintext = true
 workers = 4
+# MX delivery: deliveries in progress to one MX host at a time (default: workers / 2).
+# max_per_destination = 2
+# Seconds an unused connection stays open for the next message.
+idle_timeout_secs = 30
 retry_base_secs = 60
 retry_max_secs = 14400
 max_queue_days = 5

@@ -43,6 +43,8 @@ pub const DELIVERIES: &str = "maskrelay_deliveries_total";
 pub const DELIVERY_ATTEMPT_SECONDS: &str = "maskrelay_delivery_attempt_seconds";
 /// What the next hop answered to a delivery attempt, by class.
 pub const REMOTE_REPLIES: &str = "maskrelay_remote_replies_total";
+/// Outbound SMTP connections used for a delivery, opened anew or reused from the pool.
+pub const EGRESS_CONNECTIONS: &str = "maskrelay_egress_connections_total";
 /// Messages waiting in the queue (set at each scrape).
 pub const QUEUE_DEPTH: &str = "maskrelay_queue_depth";
 /// Age of the oldest queued message (set at each scrape).
@@ -221,6 +223,10 @@ fn describe() {
         REMOTE_REPLIES,
         "Next-hop answers to delivery attempts: 2xx, 4xx, 5xx, or connection (no SMTP reply)"
     );
+    describe_counter!(
+        EGRESS_CONNECTIONS,
+        "Outbound SMTP connections a delivery used, by use (opened, reused from the pool)"
+    );
     describe_gauge!(QUEUE_DEPTH, "Messages waiting in the outbound queue");
     describe_gauge!(QUEUE_OLDEST_SECONDS, ::metrics::Unit::Seconds, "Age of the oldest queued message");
     describe_histogram!(
@@ -245,6 +251,9 @@ fn register_at_zero() {
     }
     for name in [MESSAGES_ACCEPTED, AUTH_FAILURES, BOUNCES] {
         counter!(name).absolute(0);
+    }
+    for used in ["opened", "reused"] {
+        counter!(EGRESS_CONNECTIONS, "use" => used).absolute(0);
     }
     for direction in DIRECTIONS {
         for outcome in OUTCOMES {
@@ -356,40 +365,39 @@ pub fn bounce_received() {
     counter!(BOUNCES).increment(1);
 }
 
-/// What class of answer an attempt got from the next hop. Read from the error text until
-/// `DeliveryError` carries the reply code as a field: lettre writes a remote reply as
-/// `transient error (451)` / `permanent error (550)`, and a reply quoted whole starts with
-/// its code; a connection, TLS or DNS failure has neither. (A bare number is not a code:
-/// `:587` in a connection error is a port.)
+/// What class of answer an attempt got from the next hop, from the reply code it carries;
+/// a local verdict counts by its status class (a null MX is as final as a 5xx), and no
+/// reply at all (DNS, connection, TLS, timeout) is `connection`.
 fn reply_class(result: &Result<(), DeliveryError>) -> &'static str {
-    let text = match result {
+    let e = match result {
         Ok(()) => return "2xx",
-        Err(DeliveryError::Transient(t) | DeliveryError::Permanent(t)) => t.as_str(),
+        Err(e) => e,
     };
-    let is_code = |w: &str| w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit());
-    let in_parens = text
-        .match_indices('(')
-        .filter_map(|(i, _)| text.get(i + 1..i + 5))
-        .find(|w| w.ends_with(')') && is_code(&w[..3]))
-        .map(|w| &w[..3]);
-    let leading = text.get(..3).filter(|w| is_code(w) && text[3..].starts_with([' ', '-']));
-    match in_parens.or(leading).map(|c| c.as_bytes()[0]) {
-        Some(b'2') => "2xx",
-        Some(b'4') => "4xx",
-        Some(_) => "5xx",
-        // A permanent failure without a reply: the relay itself ruled it out (null MX,
-        // no such domain), as final as a 5xx.
-        None if matches!(result, Err(DeliveryError::Permanent(_))) => "5xx",
-        None => "connection",
+    match (e.reply_code(), e) {
+        (Some(code), _) if code < 300 => "2xx",
+        (Some(code), _) if code < 500 => "4xx",
+        (Some(_), _) => "5xx",
+        (None, DeliveryError::Local { status, .. }) if status.class == 5 => "5xx",
+        (None, DeliveryError::Local { .. }) => "4xx",
+        (None, _) => "connection",
     }
 }
 
 /// One delivery attempt ended after `took`.
 pub fn delivery_attempt(direction: Side, result: &Result<(), DeliveryError>, took: Duration) {
+    // Every connection to the destination was busy: nothing was attempted.
+    if matches!(result, Err(DeliveryError::Busy { .. })) {
+        return;
+    }
     let class = reply_class(result);
     counter!(REMOTE_REPLIES, "class" => class).increment(1);
     histogram!(DELIVERY_ATTEMPT_SECONDS, "direction" => direction_label(direction), "class" => class)
         .record(took.as_secs_f64());
+}
+
+/// A delivery took a connection: a new one, or one from the pool.
+pub fn egress_connection(reused: bool) {
+    counter!(EGRESS_CONNECTIONS, "use" => if reused { "reused" } else { "opened" }).increment(1);
 }
 
 /// A queued message was delivered, deferred or given up.
@@ -427,14 +435,18 @@ mod tests {
 
     #[test]
     fn remote_replies_are_classed() {
-        let t = |s: &str| Err(DeliveryError::Transient(s.into()));
-        let p = |s: &str| Err(DeliveryError::Permanent(s.into()));
+        use crate::delivery::{Reply, Stage, Status};
+        let refused = |code: u16| {
+            Err(DeliveryError::Refused {
+                stage: Stage::RcptTo,
+                reply: Reply { code, status: None, text: "x".into() },
+            })
+        };
         assert_eq!(reply_class(&Ok(())), "2xx");
-        assert_eq!(reply_class(&t("transient error (451): 4.3.0 try later")), "4xx");
-        assert_eq!(reply_class(&p("permanent error (550): 5.1.1 unknown user")), "5xx");
-        assert_eq!(reply_class(&t("Connection error: Connection refused (os error 111)")), "connection");
-        assert_eq!(reply_class(&p("domain x.example does not exist")), "5xx");
-        assert_eq!(reply_class(&t("Connection error: smtp.example:587: timed out")), "connection");
-        assert_eq!(reply_class(&t("452 4.2.2 mailbox full")), "4xx");
+        assert_eq!(reply_class(&refused(451)), "4xx");
+        assert_eq!(reply_class(&refused(550)), "5xx");
+        assert_eq!(reply_class(&Err(DeliveryError::unreachable(Stage::Connect, "refused"))), "connection");
+        assert_eq!(reply_class(&Err(DeliveryError::local(Status::new(5, 1, 2), "null MX"))), "5xx");
+        assert_eq!(reply_class(&Err(DeliveryError::local(Status::new(4, 4, 7), "expired"))), "4xx");
     }
 }

@@ -69,7 +69,10 @@ fn dispatcher(config: &Config) -> Result<Arc<dyn Dispatcher>, ServeError> {
         EgressMode::Mx => {
             let resolver = crate::dns::resolver(&config.dns.nameservers)
                 .map_err(|e| ServeError::Egress(e.to_string()))?;
-            Arc::new(MxDelivery::new(resolver, config.egress.mx_port, hello))
+            Arc::new(
+                MxDelivery::new(resolver, &config.egress, hello)
+                    .map_err(|e| ServeError::Egress(e.to_string()))?,
+            )
         }
     })
 }

@@ -3,9 +3,14 @@
 //! permanent ones and messages too old are given up and recorded.
 
 pub mod bounce;
+pub mod client;
 pub mod dkim;
+pub mod downgrade;
 pub mod mx;
+pub mod pool;
 pub mod smarthost;
+pub mod tls;
+pub mod transport;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,15 +25,188 @@ use crate::queue::{self, Leased};
 use crate::store::events::{self, EventKind, NewEvent};
 use crate::store::{Db, now};
 
-/// Why a delivery attempt failed, split the way retrying needs it.
+/// An RFC 3463 enhanced status code, e.g. 5.1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Status {
+    pub class: u8,
+    pub subject: u16,
+    pub detail: u16,
+}
+
+impl Status {
+    pub const fn new(class: u8, subject: u16, detail: u16) -> Self {
+        Self { class, subject, detail }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+    }
+}
+
+/// A reply of the next hop, as its parser read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The basic code (RFC 5321 4.2), e.g. 550.
+    pub code: u16,
+    /// The enhanced code (RFC 3463, RFC 2034), when the reply starts with one whose class
+    /// agrees with the basic code.
+    pub status: Option<Status>,
+    /// The text after the codes; the lines of a multi-line reply joined by `\n`.
+    pub text: String,
+}
+
+impl Reply {
+    /// From smtp-proto's parts (`esc` all zero when the reply has no enhanced code).
+    pub fn from_parts(code: u16, esc: [u8; 3], text: String) -> Self {
+        let status = Status::new(esc[0], esc[1].into(), esc[2].into());
+        // RFC 3463 2: the class must agree with the basic code's first digit.
+        let status = (esc[0] != 0 && u16::from(esc[0]) == code / 100).then_some(status);
+        Self { code, status, text }
+    }
+
+    /// The enhanced code, or the one the basic code implies (X.0.0).
+    pub fn status_or_default(&self) -> Status {
+        self.status.unwrap_or(Status::new((self.code / 100).min(9) as u8, 0, 0))
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some(status) = self.status {
+            write!(f, " {status}")?;
+        }
+        for (i, line) in self.text.lines().enumerate() {
+            write!(f, "{}{}", if i == 0 { " " } else { " / " }, line.trim())?;
+        }
+        Ok(())
+    }
+}
+
+/// Where in the delivery a failure came (RFC 5321 4.5.3.2 times each SMTP stage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Finding the next hop (MX and address lookups).
+    Resolve,
+    Connect,
+    TlsHandshake,
+    Greeting,
+    Ehlo,
+    StartTls,
+    Auth,
+    Rset,
+    MailFrom,
+    RcptTo,
+    /// The DATA command, up to its 354.
+    Data,
+    /// Writing the message itself.
+    Message,
+    /// The reply after the final dot.
+    DataEnd,
+    Quit,
+}
+
+impl Stage {
+    /// Stages that concern this message, not the session: a 5xx here is final. A refusal
+    /// earlier (greeting, EHLO, STARTTLS, AUTH) says nothing about the message: another MX
+    /// host or a later attempt may take it (as Postfix's smtp_skip_5xx_greeting and
+    /// smtp_sasl_auth_soft_bounce do).
+    fn concerns_the_message(self) -> bool {
+        matches!(self, Stage::MailFrom | Stage::RcptTo | Stage::Data | Stage::DataEnd)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Resolve => "finding the next hop",
+            Stage::Connect => "connecting",
+            Stage::TlsHandshake => "TLS handshake",
+            Stage::Greeting => "greeting",
+            Stage::Ehlo => "EHLO",
+            Stage::StartTls => "STARTTLS",
+            Stage::Auth => "AUTH",
+            Stage::Rset => "RSET",
+            Stage::MailFrom => "MAIL FROM",
+            Stage::RcptTo => "RCPT TO",
+            Stage::Data => "DATA",
+            Stage::Message => "sending the message",
+            Stage::DataEnd => "end of data",
+            Stage::Quit => "QUIT",
+        })
+    }
+}
+
+/// Why a delivery attempt failed. Whether to try again is decided from codes
+/// (`is_permanent`), never from the text, which is for operators.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum DeliveryError {
-    /// A 4xx reply, a connection or DNS failure: try again later.
-    #[error("temporary failure: {0}")]
-    Transient(String),
-    /// A 5xx reply: this will never work.
-    #[error("permanent failure: {0}")]
-    Permanent(String),
+    /// The next hop answered with a refusal (4xx, 5xx, or an unexpected code).
+    #[error("{stage}: {reply}")]
+    Refused { stage: Stage, reply: Reply },
+    /// No answer to work with: DNS, connection, TLS handshake, timeout, a lost
+    /// connection, an unreadable reply. Always worth another try.
+    #[error("{stage}: {reason}")]
+    Unreachable { stage: Stage, reason: String },
+    /// Decided here, without (or before) asking the next hop: too big for it, a null MX,
+    /// an address it cannot carry. The status's class says transient (4) or final (5).
+    #[error("{status} {reason}")]
+    Local { status: Status, reason: String },
+    /// Every connection this destination may have is in use
+    /// (`egress.max_per_destination`): not an attempt, put the message back for a moment.
+    #[error("{reason}")]
+    Busy { reason: String, retry_after: std::time::Duration },
+}
+
+impl DeliveryError {
+    pub fn unreachable(stage: Stage, reason: impl Into<String>) -> Self {
+        Self::Unreachable { stage, reason: reason.into() }
+    }
+
+    pub fn local(status: Status, reason: impl Into<String>) -> Self {
+        Self::Local { status, reason: reason.into() }
+    }
+
+    /// Whether it will never work: a 5xx to this message, or a final local verdict.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Refused { stage, reply } => reply.code >= 500 && stage.concerns_the_message(),
+            Self::Local { status, .. } => status.class == 5,
+            Self::Unreachable { .. } | Self::Busy { .. } => false,
+        }
+    }
+
+    /// The RFC 3463 status for notices and events.
+    pub fn status(&self) -> Status {
+        match self {
+            Self::Refused { reply, .. } => reply.status_or_default(),
+            Self::Local { status, .. } => *status,
+            // X.4.3 routing server failure, X.4.1 no answer, X.7.5 cryptographic failure,
+            // X.4.2 bad connection.
+            Self::Unreachable { stage: Stage::Resolve, .. } => Status::new(4, 4, 3),
+            Self::Unreachable { stage: Stage::Connect, .. } => Status::new(4, 4, 1),
+            Self::Unreachable { stage: Stage::TlsHandshake, .. } => Status::new(4, 7, 5),
+            Self::Unreachable { .. } => Status::new(4, 4, 2),
+            // X.4.5 mail system congestion.
+            Self::Busy { .. } => Status::new(4, 4, 5),
+        }
+    }
+
+    /// The next hop's basic reply code, when it answered.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Self::Refused { reply, .. } => Some(reply.code),
+            _ => None,
+        }
+    }
+
+    /// The whole message went out and no reply came: the next hop may have it. Another
+    /// host must not be tried now (it would likely deliver a second copy).
+    pub fn may_have_been_delivered(&self) -> bool {
+        matches!(self, Self::Unreachable { stage: Stage::DataEnd, .. })
+    }
 }
 
 /// The SMTP envelope of one delivery.
@@ -41,9 +219,16 @@ pub struct Envelope {
 /// Boxed future, so a dispatcher can sit behind `Arc<dyn Dispatcher>`.
 pub type DeliveryFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
 
-/// Sends one message to its next hop.
+/// Sends one message to its next hop. The message comes unsigned: the dispatcher first
+/// fits it to what the next hop supports (8BITMIME, SMTPUTF8), then signs exactly the
+/// bytes it sends, so no conversion can break the DKIM signature.
 pub trait Dispatcher: Send + Sync {
-    fn deliver<'a>(&'a self, envelope: &'a Envelope, message: &'a [u8]) -> DeliveryFuture<'a>;
+    fn deliver<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        message: &'a [u8],
+        signer: &'a dkim::Signer,
+    ) -> DeliveryFuture<'a>;
 }
 
 /// What the workers share.
@@ -124,11 +309,9 @@ impl Workers {
         let envelope = Envelope { mail_from: msg.mail_from.clone(), rcpt_to: msg.rcpt_to.clone() };
         let started = std::time::Instant::now();
         // Signed at each attempt, not at enqueue: a rotated key takes effect for mail
-        // already queued, and nothing unsigned ever leaves.
-        let result = match self.signer.sign(&msg.message) {
-            Ok(signed) => self.dispatcher.deliver(&envelope, &signed).await,
-            Err(e) => Err(DeliveryError::Transient(e.to_string())),
-        };
+        // already queued, and nothing unsigned ever leaves. The dispatcher signs, once it
+        // knows what the next hop takes (an 8BITMIME downgrade must come before signing).
+        let result = self.dispatcher.deliver(&envelope, &msg.message, &self.signer).await;
         crate::metrics::delivery_attempt(msg.direction, &result, started.elapsed());
         let outcome = match result {
             Ok(()) => {
@@ -136,7 +319,14 @@ impl Workers {
                 info!(queue_id = %msg.id, attempts = msg.attempts + 1, "delivered");
                 queue::complete(&self.db, &msg).await
             }
-            Err(DeliveryError::Transient(e)) => {
+            Err(DeliveryError::Busy { reason, retry_after }) => {
+                // Not an attempt at the next hop: back into the queue for a moment.
+                debug!(queue_id = %msg.id, reason = %reason, "destination busy");
+                queue::retry_later(&self.db, &msg.id, now() + retry_after.as_secs().max(1) as i64, &reason)
+                    .await
+            }
+            Err(e) if !e.is_permanent() => {
+                let e = e.to_string();
                 let max_age = (self.config.max_queue_days * 86_400.0) as i64;
                 if now() - msg.created_at >= max_age {
                     self.give_up(&msg, &format!("expired in queue: {e}"), None).await
@@ -159,9 +349,9 @@ impl Workers {
                     .await
                 }
             }
-            Err(DeliveryError::Permanent(e)) => {
-                let status = enhanced_status(&e);
-                self.give_up(&msg, &e, status.as_deref()).await
+            Err(e) => {
+                let status = e.status().to_string();
+                self.give_up(&msg, &e.to_string(), Some(&status)).await
             }
         };
         if let Err(e) = outcome {
@@ -230,22 +420,6 @@ pub fn redact_reply(reply: &str, rcpt: &str) -> String {
     out.chars().take(300).collect()
 }
 
-/// The RFC 3463 code in a remote reply ("550 5.1.1 …" → "5.1.1"), or the basic code.
-fn enhanced_status(reply: &str) -> Option<String> {
-    let words: Vec<&str> =
-        reply.split(|c: char| c.is_whitespace() || c == ':' || c == '(' || c == ')').collect();
-    let enhanced = words.iter().find(|w| {
-        let parts: Vec<&str> = w.split('.').collect();
-        parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-    });
-    enhanced.map(|s| s.to_string()).or_else(|| {
-        words
-            .iter()
-            .find(|w| w.len() == 3 && w.starts_with('5') && w.chars().all(|c| c.is_ascii_digit()))
-            .map(|s| s.to_string())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +431,8 @@ mod tests {
             "jane.doe@shopper.example",
         );
         assert_eq!(r, "550 5.1.1 <<recipient>>: Recipient ünknown");
-        assert_eq!(enhanced_status(&r).as_deref(), Some("5.1.1"));
+        // The status code itself comes typed from the parser, not from this text.
+        let reply = Reply::from_parts(550, [5, 1, 1], r);
+        assert_eq!(reply.status, Some(Status::new(5, 1, 1)));
     }
 }

@@ -43,11 +43,11 @@ pub fn rewrite(message: &Message<'_>, replace: &[(String, String)]) -> BodyRewri
 }
 
 /// Replace `buf[.0..buf.1]` with `.2`.
-type Splice = (usize, usize, Vec<u8>);
+pub(crate) type Splice = (usize, usize, Vec<u8>);
 
 /// The bytes of `buf` from `from` on, with the splices made. Splices never overlap by
 /// construction; one that would is left out (and `super::verify` judges the result).
-fn apply(buf: &[u8], from: usize, mut splices: Vec<Splice>) -> Vec<u8> {
+pub(crate) fn apply(buf: &[u8], from: usize, mut splices: Vec<Splice>) -> Vec<u8> {
     // An insertion (start == end) goes before a splice starting at the same place.
     splices.sort_by_key(|s| (s.0, s.1));
     let mut out = Vec::with_capacity(buf.len().saturating_sub(from) + 256);
@@ -312,7 +312,7 @@ fn base64_lines(data: &[u8]) -> Vec<u8> {
 
 /// A part's bytes end where the next boundary's CRLF begins; mail-parser's offset_end may
 /// or may not include that CRLF, so the replacement ends the way the original did.
-fn ending_like(mut bytes: Vec<u8>, original: &[u8]) -> Vec<u8> {
+pub(crate) fn ending_like(mut bytes: Vec<u8>, original: &[u8]) -> Vec<u8> {
     if original.ends_with(b"\n") {
         if !bytes.ends_with(b"\n") {
             bytes.extend_from_slice(b"\r\n");

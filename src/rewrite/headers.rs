@@ -173,8 +173,9 @@ pub fn value_shows(value: &HeaderValue<'_>, replace: &[(String, String)]) -> boo
 }
 
 /// The field written anew from its parsed value with the addresses replaced, for the
-/// value kinds that can be written back without losing meaning.
-fn rebuild(name: &str, value: &HeaderValue<'_>, replace: &[(String, String)]) -> Option<Vec<u8>> {
+/// value kinds that can be written back without losing meaning. With nothing to replace,
+/// it is the field in ASCII (egress uses it for next hops without SMTPUTF8).
+pub(crate) fn rebuild(name: &str, value: &HeaderValue<'_>, replace: &[(String, String)]) -> Option<Vec<u8>> {
     let clean = |s: &str| -> String {
         text::rewrite(s.as_bytes(), replace, Reading::default())
             .map(|b| String::from_utf8_lossy(&b).into_owned())

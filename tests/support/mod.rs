@@ -2,6 +2,7 @@
 //! sink as its next hop, and talk HTTP and SMTP to it.
 #![allow(dead_code, unused_imports)]
 
+pub mod cert;
 pub mod dns;
 pub mod sink;
 pub mod smtp_client;

@@ -1,0 +1,254 @@
+//! Fitting a message to a next hop that cannot take 8-bit octets.
+//!
+//! - Without 8BITMIME (RFC 6152 3): every leaf part sent as 7bit/8bit/binary that holds
+//!   octets above 127 is re-encoded, text as quoted-printable (line breaks kept, as
+//!   Postfix's 8BITMIME downgrade does), anything else as base64, and its
+//!   Content-Transfer-Encoding says so. Multiparts and forwarded messages are entered,
+//!   never encoded themselves (RFC 2045 6.4), and labelled 7bit.
+//! - Without SMTPUTF8 (RFC 6532 3.7 gives no in-band way to send 8-bit header fields):
+//!   each 8-bit header field, of the message or of any part, is written anew in ASCII,
+//!   unstructured text and display names as RFC 2047 encoded words, MIME parameters (file
+//!   names) in RFC 2231 form; raw 8-bit that is not UTF-8 is read as UTF-8, with
+//!   replacement characters for what is not. An address that is itself internationalized
+//!   has no ASCII form and stays as it is (the envelope check refuses the recipient's).
+//!
+//! Both splice into the original bytes: what needs no change stays byte for byte. Both
+//! run before DKIM signing, so the signature covers the converted message. For a
+//! forwarded message/rfc822 that is not transfer-encoded, mail-parser gives its parts'
+//! offsets from the start of the outer message, so all offsets refer to one buffer.
+
+use base64::Engine;
+use mail_parser::{Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+
+use crate::rewrite::body::{Splice, apply, ending_like};
+
+/// Nested messages deeper than this are not entered (their 8-bit octets go as they are).
+const MAX_DEPTH: usize = 32;
+
+/// The header block of a message: everything up to and including the empty line.
+pub fn header_block(message: &[u8]) -> &[u8] {
+    match message.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(at) => &message[..at + 4],
+        None => message,
+    }
+}
+
+/// The message with every 8-bit part re-encoded in 7 bits, or `None` when there is none.
+pub fn body(message: &[u8]) -> Option<Vec<u8>> {
+    if message[header_block(message).len()..].is_ascii() {
+        return None;
+    }
+    let parsed = MessageParser::default().parse(message)?;
+    let mut splices = Vec::new();
+    part_body(&parsed, 0, message, &mut splices, 0);
+    (!splices.is_empty()).then(|| apply(message, 0, splices))
+}
+
+/// The message with every 8-bit header field written in ASCII, or `None` when there is
+/// none.
+pub fn headers(message: &[u8]) -> Option<Vec<u8>> {
+    if message.is_ascii() {
+        return None;
+    }
+    let parsed = MessageParser::default().parse(message)?;
+    let mut splices = Vec::new();
+    message_headers(&parsed, message, &mut splices, 0);
+    (!splices.is_empty()).then(|| apply(message, 0, splices))
+}
+
+fn message_headers(m: &Message<'_>, buf: &[u8], out: &mut Vec<Splice>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for p in &m.parts {
+        for h in &p.headers {
+            let (start, end) = (h.offset_field as usize, (h.offset_end as usize).min(buf.len()));
+            let Some(field) = buf.get(start..end) else { continue };
+            if field.is_ascii() {
+                continue;
+            }
+            if let Some(ascii) =
+                crate::rewrite::headers::rebuild(h.name.as_str(), &h.value, &[]).filter(|f| f.is_ascii())
+            {
+                out.push((start, end, ending_like(ascii, field)));
+            }
+        }
+        if let PartType::Message(nested) = &p.body
+            && p.encoding == Encoding::None
+        {
+            message_headers(nested, buf, out, depth + 1);
+        }
+    }
+}
+
+fn part_body(m: &Message<'_>, id: usize, buf: &[u8], out: &mut Vec<Splice>, depth: usize) {
+    let Some(p) = m.parts.get(id) else { return };
+    if depth > MAX_DEPTH || p.encoding != Encoding::None {
+        // Quoted-printable and base64 are 7-bit already.
+        return;
+    }
+    match &p.body {
+        PartType::Multipart(children) => {
+            for &child in children.iter().filter(|c| **c as usize != id) {
+                part_body(m, child as usize, buf, out, depth + 1);
+            }
+            label_7bit(p, buf, out);
+        }
+        PartType::Message(nested) => {
+            part_body(nested, 0, buf, out, depth + 1);
+            label_7bit(p, buf, out);
+        }
+        PartType::Text(_) | PartType::Html(_) | PartType::Binary(_) | PartType::InlineBinary(_) => {
+            let end = (p.offset_end as usize).min(buf.len());
+            let start = (p.offset_body as usize).min(end);
+            let body = &buf[start..end];
+            if body.is_ascii() {
+                return;
+            }
+            let readable = p.content_type().is_none_or(|ct| {
+                ct.ctype().eq_ignore_ascii_case("text") || ct.ctype().eq_ignore_ascii_case("message")
+            });
+            let (encoding, encoded) = if readable {
+                ("quoted-printable", quoted_printable::encode(body))
+            } else {
+                ("base64", base64_lines(body))
+            };
+            out.push((start, end, ending_like(encoded, body)));
+            set_transfer_encoding(p, buf, encoding, out);
+        }
+    }
+}
+
+/// A multipart or message part said to be 8bit or binary, once what it holds is 7-bit.
+fn label_7bit(p: &MessagePart<'_>, buf: &[u8], out: &mut Vec<Splice>) {
+    let labelled_8bit = p.headers.iter().any(|h| {
+        h.name == HeaderName::ContentTransferEncoding
+            && h.value.as_text().is_some_and(|v| {
+                v.trim().eq_ignore_ascii_case("8bit") || v.trim().eq_ignore_ascii_case("binary")
+            })
+    });
+    if labelled_8bit {
+        set_transfer_encoding(p, buf, "7bit", out);
+    }
+}
+
+/// Replaces the part's Content-Transfer-Encoding fields, or adds one at the top of its
+/// header block.
+fn set_transfer_encoding(p: &MessagePart<'_>, buf: &[u8], encoding: &str, out: &mut Vec<Splice>) {
+    let field = format!("Content-Transfer-Encoding: {encoding}\r\n").into_bytes();
+    let existing: Vec<_> =
+        p.headers.iter().filter(|h| h.name == HeaderName::ContentTransferEncoding).collect();
+    if existing.is_empty() {
+        let at = (p.offset_header as usize).min(buf.len());
+        out.push((at, at, field));
+        return;
+    }
+    for (i, h) in existing.iter().enumerate() {
+        let (start, end) = (h.offset_field as usize, (h.offset_end as usize).min(buf.len()));
+        let old = buf.get(start..end).unwrap_or_default();
+        let new = if i == 0 { ending_like(field.clone(), old) } else { Vec::new() };
+        out.push((start, end, new));
+    }
+}
+
+/// Base64 in lines of 76 (RFC 2045 6.8).
+fn base64_lines(bytes: &[u8]) -> Vec<u8> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / 38 + 2);
+    for (i, line) in encoded.as_bytes().chunks(76).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Message<'_> {
+        MessageParser::default().parse(bytes).unwrap()
+    }
+
+    #[test]
+    fn an_8bit_text_body_becomes_quoted_printable() {
+        let original = "Subject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                        Content-Transfer-Encoding: 8bit\r\n\r\nGrüße, Jürgen\r\n.dot = sign\r\n";
+        let out = body(original.as_bytes()).unwrap();
+        assert!(out.is_ascii(), "{}", String::from_utf8_lossy(&out));
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\n"), "{text}");
+        assert!(!text.contains("8bit"), "{text}");
+        assert!(text.ends_with("Gr=C3=BC=C3=9Fe, J=C3=BCrgen\r\n.dot =3D sign\r\n"), "{text}");
+        assert_eq!(parse(&out).body_text(0).unwrap(), "Grüße, Jürgen\r\n.dot = sign\r\n");
+    }
+
+    #[test]
+    fn parts_are_encoded_each_in_place_and_the_rest_stays_byte_for_byte() {
+        let original = concat!(
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n",
+            "Content-Transfer-Encoding: 8bit\r\n\r\n",
+            "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nÄpfel\r\n",
+            "--b\r\nContent-Type: text/plain\r\n\r\nplain ascii\r\n",
+            "--b\r\nContent-Type: application/octet-stream\r\n\r\n\u{ff}\u{fe}bin\r\n",
+            "--b--\r\n",
+        );
+        let out = body(original.as_bytes()).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(out.is_ascii(), "{text}");
+        assert!(text.contains("Content-Transfer-Encoding: 7bit\r\n\r\n--b\r\n"), "{text}");
+        assert!(
+            text.contains("--b\r\nContent-Transfer-Encoding: quoted-printable\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n=C3=84pfel\r\n--b"),
+            "{text}"
+        );
+        assert!(text.contains("--b\r\nContent-Type: text/plain\r\n\r\nplain ascii\r\n--b"), "{text}");
+        let m = parse(&out);
+        assert_eq!(m.body_text(0).unwrap(), "Äpfel");
+        let bin = m.attachment(0).unwrap();
+        assert_eq!(bin.contents(), "\u{ff}\u{fe}bin".as_bytes());
+    }
+
+    #[test]
+    fn a_forwarded_message_is_entered() {
+        let original = concat!(
+            "Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\n",
+            "--o\r\nContent-Type: message/rfc822\r\n\r\n",
+            "Subject: inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nnaïve\r\n",
+            "--o--\r\n",
+        );
+        let out = body(original.as_bytes()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\nSubject: inner\r\n"), "{text}");
+        assert!(text.contains("na=C3=AFve\r\n--o--"), "{text}");
+    }
+
+    #[test]
+    fn seven_bit_mail_is_left_alone() {
+        assert!(body(b"Subject: x\r\n\r\nplain\r\n").is_none());
+        assert!(headers(b"Subject: x\r\n\r\nplain\r\n").is_none());
+        // Already encoded parts are 7-bit whatever they decode to.
+        assert!(body(b"Content-Transfer-Encoding: base64\r\n\r\nw6Q=\r\n").is_none());
+    }
+
+    #[test]
+    fn eight_bit_header_fields_are_written_in_ascii() {
+        let original = concat!(
+            "From: \"Acme\" <a@relay.example>\r\nSubject: Grüße aus Köln\r\n",
+            "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n",
+            "--b\r\nContent-Type: application/pdf\r\n",
+            "Content-Disposition: attachment; filename=\"Rechnung März.pdf\"\r\n",
+            "Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--b--\r\n",
+        );
+        let out = headers(original.as_bytes()).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(out.is_ascii(), "{text}");
+        assert!(text.starts_with("From: \"Acme\" <a@relay.example>\r\nSubject: =?utf-8?b?"), "{text}");
+        assert!(text.contains("filename*=utf-8''Rechnung%20M%C3%A4rz.pdf"), "{text}");
+        let m = parse(&out);
+        assert_eq!(m.subject(), Some("Grüße aus Köln"));
+        assert_eq!(m.attachment(0).unwrap().attachment_name(), Some("Rechnung März.pdf"));
+        assert_eq!(m.attachment(0).unwrap().contents(), b"%PDF");
+    }
+}
