@@ -1,7 +1,10 @@
 //! Inbound SMTP: the MX listener, the per-connection session, the transaction that ends
 //! in the queue, and the replies.
 
+pub mod backend;
+pub mod clock;
 pub mod data;
+pub mod hygiene;
 pub mod listener;
 pub mod reply;
 pub mod session;

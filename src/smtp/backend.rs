@@ -1,0 +1,96 @@
+//! What a session asks of the rest of the relay: who an address is, whether a login is
+//! good, and to take a complete message. The session's state machine is the same over any
+//! `Backend`; the relay's own is `Context` (the store and the queue), and the protocol tests
+//! put an in-memory one behind the session so limits, pipelining and smuggling are tested
+//! in milliseconds without a database.
+
+use std::future::Future;
+use std::net::IpAddr;
+
+use super::Context;
+use super::reply::Reply;
+use super::transaction::{self, BounceTarget, Recipient, Transaction};
+use crate::address::{Mailbox, StoreId};
+use crate::auth::Refusal;
+use crate::store::{StoreError, threads};
+
+/// The session's view of the relay.
+pub trait Backend: Send + Sync + 'static {
+    /// The thread an alias local part belongs to, whatever its status (the session decides
+    /// what an inactive thread gets); None if no thread has it.
+    fn find_alias(&self, local: &str) -> impl Future<Output = Result<Option<Recipient>, StoreError>> + Send;
+
+    /// The message the relay sent that a VERP bounce address names, if it sent it.
+    fn find_bounce(
+        &self,
+        queue_id: &str,
+    ) -> impl Future<Output = Result<Option<BounceTarget>, StoreError>> + Send;
+
+    /// The store a submission login belongs to, if the password is right.
+    fn verify_login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<Option<StoreId>, StoreError>> + Send;
+
+    /// Records an attempt by someone who is not the thread's party.
+    fn record_refusal(
+        &self,
+        rcpt: &Recipient,
+        refusal: Refusal,
+        stage: &'static str,
+        sender: Option<&Mailbox>,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Everything after the end of DATA: the reply to it. A positive reply means the
+    /// message is durably stored.
+    fn accept(
+        &self,
+        tx: &Transaction,
+        message: Vec<u8>,
+        peer: IpAddr,
+        helo: &str,
+    ) -> impl Future<Output = Reply> + Send;
+}
+
+impl Backend for Context {
+    async fn find_alias(&self, local: &str) -> Result<Option<Recipient>, StoreError> {
+        let found = threads::find_by_alias(&self.db, local).await?;
+        Ok(found.map(|(thread, side, store)| Recipient { thread, side, store }))
+    }
+
+    async fn find_bounce(&self, queue_id: &str) -> Result<Option<BounceTarget>, StoreError> {
+        let db = &self.db;
+        let Some((thread_id, direction)) = crate::queue::find_sent(db, queue_id).await? else {
+            return Ok(None);
+        };
+        let found = async {
+            let thread = threads::get(db, &thread_id).await?;
+            let store = crate::store::stores::get_any(db, &thread.store_id).await?;
+            Ok::<_, StoreError>(BounceTarget { queue_id: queue_id.to_owned(), thread, store, direction })
+        };
+        match found.await {
+            Ok(t) => Ok(Some(t)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn verify_login(&self, user: &str, password: &str) -> Result<Option<StoreId>, StoreError> {
+        crate::store::credentials::verify(&self.db, user, password).await
+    }
+
+    async fn record_refusal(
+        &self,
+        rcpt: &Recipient,
+        refusal: Refusal,
+        stage: &'static str,
+        sender: Option<&Mailbox>,
+    ) {
+        transaction::record_refusal(self, rcpt, refusal, stage, sender).await
+    }
+
+    async fn accept(&self, tx: &Transaction, message: Vec<u8>, peer: IpAddr, helo: &str) -> Reply {
+        transaction::accept(self, tx, &message, peer, helo).await
+    }
+}
