@@ -58,6 +58,9 @@ pub struct Smtp {
     /// Name in the greeting and EHLO reply; defaults to the relay domain.
     pub hostname: Option<String>,
     pub max_message_bytes: usize,
+    /// Bytes of messages parsed, rewritten and enqueued at once (a message counts its size
+    /// once per recipient plus once); more waits for room.
+    pub rewrite_memory_bytes: usize,
     pub max_recipients: usize,
     /// Commands per connection before it is closed (a client looping is cut off).
     pub max_commands: usize,
@@ -84,6 +87,7 @@ impl Default for Smtp {
             listen: "127.0.0.1:2525".into(),
             hostname: None,
             max_message_bytes: 25 * 1024 * 1024,
+            rewrite_memory_bytes: 64 * 1024 * 1024,
             max_recipients: 50,
             max_commands: 1000,
             max_errors: 10,
@@ -321,6 +325,7 @@ impl Config {
             ("smtp.max_commands", self.smtp.max_commands),
             ("smtp.max_connections", self.smtp.max_connections),
             ("smtp.max_connections_per_ip", self.smtp.max_connections_per_ip),
+            ("smtp.rewrite_memory_bytes", self.smtp.rewrite_memory_bytes),
             ("egress.workers", self.egress.workers),
         ];
         for (key, v) in positive {
@@ -487,6 +492,8 @@ marketplace = "Marketplace"
 # The MX listener. On the internet: "0.0.0.0:25".
 listen = "127.0.0.1:2525"
 max_message_bytes = 26214400
+# Bytes of messages parsed and rewritten at once (size x (recipients + 1)); more waits.
+rewrite_memory_bytes = 67108864
 max_recipients = 50
 max_connections = 200
 # One client address (IPv6: one /64) holds at most this many of them.

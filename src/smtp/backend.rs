@@ -6,9 +6,10 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::Context;
-use super::reply::Reply;
+use super::reply::{self, Reply};
 use super::transaction::{self, BounceTarget, Recipient, Transaction};
 use crate::address::{Mailbox, StoreId};
 use crate::auth::Refusal;
@@ -91,6 +92,61 @@ impl Backend for Context {
     }
 
     async fn accept(&self, tx: &Transaction, message: Vec<u8>, peer: IpAddr, helo: &str) -> Reply {
-        transaction::accept(self, tx, &message, peer, helo).await
+        let copies = tx.recipients.len() + 1;
+        let Ok(_room) = self.rewrite_memory.acquire(message.len().saturating_mul(copies)).await else {
+            return reply::STORAGE_UNAVAILABLE;
+        };
+        transaction::accept(self, tx, Arc::new(message), peer, helo).await
+    }
+}
+
+/// Bounds the bytes of messages being parsed, rewritten and enqueued at once: each holds
+/// its raw bytes and one rewritten copy per recipient until it is committed, so ten 25 MB
+/// messages at once would otherwise hold well over a gigabyte. A message waits for room
+/// (its session is simply slower to get its reply); one larger than the whole budget is
+/// let through alone.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    kib: tokio::sync::Semaphore,
+    total_kib: u32,
+}
+
+impl MemoryBudget {
+    pub fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1);
+        Self { kib: tokio::sync::Semaphore::new(total_kib as usize), total_kib }
+    }
+
+    /// Room for `bytes`, held until the permit is dropped.
+    pub async fn acquire(
+        &self,
+        bytes: usize,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, tokio::sync::AcquireError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.total_kib);
+        self.kib.acquire_many(kib).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryBudget;
+
+    #[tokio::test]
+    async fn messages_wait_for_room_and_a_huge_one_goes_alone() {
+        let budget = MemoryBudget::new(10 * 1024);
+        let a = budget.acquire(6 * 1024).await.unwrap();
+        // 6 + 6 > 10: the second waits until the first is done.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), budget.acquire(6 * 1024))
+                .await
+                .is_err()
+        );
+        drop(a);
+        let b = budget.acquire(6 * 1024).await.unwrap();
+        drop(b);
+        // Larger than the budget: capped to the whole of it, never waits for ever.
+        let huge = budget.acquire(1 << 30).await.unwrap();
+        assert_eq!(budget.kib.available_permits(), 0);
+        drop(huge);
     }
 }
