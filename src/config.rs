@@ -66,14 +66,26 @@ pub struct Smtp {
     /// Name in the greeting and EHLO reply; defaults to the relay domain.
     pub hostname: Option<String>,
     pub max_message_bytes: usize,
+    /// Bytes of messages parsed, rewritten and enqueued at once (a message counts its size
+    /// once per recipient plus once); more waits for room.
+    pub rewrite_memory_bytes: usize,
     pub max_recipients: usize,
     /// Commands per connection before it is closed (a client looping is cut off).
     pub max_commands: usize,
     /// Wrong commands per connection before it is closed.
     pub max_errors: usize,
     pub max_connections: usize,
-    /// Seconds a client may stay silent (RFC 5321 4.5.3.2.7 recommends 5 minutes).
+    /// Connections one client address may hold at once (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// Seconds a client may stay silent: no byte at all.
     pub idle_timeout_secs: u64,
+    /// Seconds one command line may take to arrive in full, counted from when the relay
+    /// waits for it, not restarted by each byte (RFC 5321 4.5.3.2.7: 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Seconds from MAIL to the end of the data of one transaction.
+    pub transaction_timeout_secs: u64,
+    /// Slowest average DATA rate taken after the first 30 seconds; 0 turns the check off.
+    pub min_data_bytes_per_sec: u64,
     pub tls_cert_path: Option<String>,
     pub tls_key_path: Option<String>,
 }
@@ -83,11 +95,16 @@ impl Default for Smtp {
             listen: "127.0.0.1:2525".into(),
             hostname: None,
             max_message_bytes: 25 * 1024 * 1024,
+            rewrite_memory_bytes: 64 * 1024 * 1024,
             max_recipients: 50,
             max_commands: 1000,
             max_errors: 10,
             max_connections: 200,
+            max_connections_per_ip: 20,
             idle_timeout_secs: 300,
+            command_timeout_secs: 300,
+            transaction_timeout_secs: 1800,
+            min_data_bytes_per_sec: 1024,
             tls_cert_path: None,
             tls_key_path: None,
         }
@@ -388,6 +405,8 @@ impl Config {
             ("smtp.max_recipients", self.smtp.max_recipients),
             ("smtp.max_commands", self.smtp.max_commands),
             ("smtp.max_connections", self.smtp.max_connections),
+            ("smtp.max_connections_per_ip", self.smtp.max_connections_per_ip),
+            ("smtp.rewrite_memory_bytes", self.smtp.rewrite_memory_bytes),
             ("egress.workers", self.egress.workers),
             ("egress.max_pools", self.egress.max_pools),
             ("egress.max_per_destination", self.egress.max_per_destination.unwrap_or(1)),
@@ -398,6 +417,17 @@ impl Config {
         for (key, v) in positive {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        let seconds = [
+            ("smtp.idle_timeout_secs", self.smtp.idle_timeout_secs),
+            ("smtp.command_timeout_secs", self.smtp.command_timeout_secs),
+            ("smtp.transaction_timeout_secs", self.smtp.transaction_timeout_secs),
+        ];
+        for (key, v) in seconds {
+            // Zero would close every connection at once; a year is surely a typo.
+            if v == 0 || v > 365 * 86_400 {
+                return Err(invalid(key, "must be between 1 and 31536000 seconds"));
             }
         }
         if !(self.egress.max_queue_days >= 0.0 && self.egress.max_queue_days.is_finite()) {
@@ -502,6 +532,8 @@ mod tests {
         assert_eq!(c.auth.mode, AuthMode::Dmarc);
         assert_eq!(c.egress.mode, EgressMode::Mx);
         assert_eq!(c.egress.max_queue_days, 5.0);
+        assert_eq!(c.smtp.max_connections_per_ip, 20);
+        assert_eq!((c.smtp.command_timeout_secs, c.smtp.transaction_timeout_secs), (300, 1800));
     }
 
     #[test]
@@ -565,6 +597,10 @@ mod tests {
         assert!(e.to_string().contains("max_recipients"), "{e}");
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_SMTP_LISTN", "127.0.0.1:25")])).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
+        let e = Config::from_toml_and_env("[smtp]\ncommand_timeout_secs = 0\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("smtp.command_timeout_secs"), "{e}");
+        let e = Config::from_toml_and_env("[smtp]\nmax_connections_per_ip = 0\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("smtp.max_connections_per_ip"), "{e}");
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MODE", "smarthost")])).unwrap_err();
         assert!(e.to_string().contains("egress.smarthost"), "{e}");
     }
@@ -594,9 +630,18 @@ locale = "en"
 # The MX listener. On the internet: "0.0.0.0:25".
 listen = "127.0.0.1:2525"
 max_message_bytes = 26214400
+# Bytes of messages parsed and rewritten at once (size x (recipients + 1)); more waits.
+rewrite_memory_bytes = 67108864
 max_recipients = 50
 max_connections = 200
+# One client address (IPv6: one /64) holds at most this many of them.
+max_connections_per_ip = 20
+# Slow clients: silence, one command line, one whole transaction (MAIL to the end of
+# DATA), and the slowest average DATA rate after its first 30 seconds (0: no minimum).
 idle_timeout_secs = 300
+command_timeout_secs = 300
+transaction_timeout_secs = 1800
+min_data_bytes_per_sec = 1024
 
 [auth]
 # "dmarc": the From must be an approved sender and pass DMARC. "envelope": trust the

@@ -109,6 +109,8 @@ const REASONS: &[(&Reply, &str)] = &[
     (&reply::NOT_YOUR_SHOPPER, "not_your_shopper"),
     (&reply::BAD_RECIPIENT, "bad_address"),
     (&reply::BUSY, "busy"),
+    (&reply::BUSY_PEER, "busy_peer"),
+    (&reply::LOOP, "loop"),
     (&reply::NUL_IN_MESSAGE, "nul_in_message"),
 ];
 
@@ -123,6 +125,7 @@ const REASONS_BY_STATUS: &[(&str, &str)] = &[
 /// The (stage, reason) pairs that can happen, shown at 0 from the start.
 const REFUSALS_AT_START: &[(Stage, &str)] = &[
     (Stage::Connect, "busy"),
+    (Stage::Connect, "busy_peer"),
     (Stage::Rcpt, "unknown_alias"),
     (Stage::Rcpt, "relay_denied"),
     (Stage::Rcpt, "sender_not_allowed"),
@@ -319,6 +322,11 @@ pub fn smtp_connection(listener: Listener) {
 /// A connection turned away because `smtp.max_connections` are being served.
 pub fn smtp_busy() {
     smtp_reply(Stage::Connect, reply::BUSY);
+}
+
+/// A connection turned away because its client has `smtp.max_connections_per_ip` open.
+pub fn smtp_busy_peer() {
+    smtp_reply(Stage::Connect, reply::BUSY_PEER);
 }
 
 /// The reply to RCPT or DATA: counted when it refuses. Returns it, so a call site

@@ -146,6 +146,7 @@ impl Relay {
                 AuthMode::Envelope => None,
             },
             wake: wake.clone(),
+            rewrite_memory: smtp::backend::MemoryBudget::new(config.smtp.rewrite_memory_bytes),
             tls: match (&config.smtp.tls_cert_path, &config.smtp.tls_key_path) {
                 (Some(cert), Some(key)) => Some(crate::smtp::tls::acceptor(cert, key)?),
                 _ => None,

@@ -1,8 +1,10 @@
-//! The SMTP conversation as a sending MTA sees it, over real sockets: pipelining, the
-//! EHLO capabilities, command order, limits (recipients, size, line length, idle time,
-//! connections, errors), the 2023 smuggling endings, and who may write to an alias.
-//! Every reply is checked by code and enhanced status code; deliveries by the bytes the
-//! next hop (a real SMTP sink) received.
+//! The SMTP conversation end to end, over real sockets with the real store, queue and a
+//! real SMTP sink as next hop: the connection caps (in all and per client address, with a
+//! thousand drippers connected), the 2023 smuggling endings as the next hop receives
+//! them, and who may write to an alias, with the events it leaves. Every reply is checked
+//! by code and enhanced status code; deliveries by the bytes the sink received. The
+//! protocol itself (command order, pipelining, limits, deadlines, hygiene, every split of
+//! every smuggling ending) is tested in the session tier, tests/smtp_protocol.rs.
 
 mod support;
 
@@ -10,12 +12,8 @@ use std::time::{Duration, Instant};
 
 use maskrelay::config::Config;
 use serde_json::Value;
-use support::smtp_client::{Reply, data_wire};
+use support::smtp_client::Reply;
 use support::*;
-
-/// How long a "nothing was delivered" check waits: the workers deliver within
-/// milliseconds of an enqueue, so a message that was queued would be at the sink by then.
-const QUIET: Duration = Duration::from_millis(1500);
 
 /// A relay with `tweak` applied to the test config, its sink, and the database guard.
 async fn start(tweak: impl FnOnce(&mut Config)) -> (TestRelay, Sink, tempfile::TempDir) {
@@ -63,240 +61,29 @@ async fn assert_in_step(c: &mut Client, what: &str) {
     assert_eq!(r.text, "250 2.0.0 OK\r\n", "{what}: the reply to NOOP was not the NOOP's");
 }
 
-/// Waits a moment, then asserts the sink saw no delivery attempt at all.
-async fn assert_nothing_delivered(sink: &Sink, what: &str) {
-    tokio::time::sleep(QUIET).await;
+/// Waits until the queue is empty: every message that got a 250 (which is only given
+/// once it is committed to the queue) has been handed to the sink and left the queue.
+async fn settled(relay: &TestRelay) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (waiting, _) = maskrelay::queue::depth(&relay.relay.db).await.expect("queue depth");
+        if waiting == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{waiting} messages still queued after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Once the queue has settled, asserts the sink saw no delivery attempt at all.
+async fn assert_nothing_delivered(relay: &TestRelay, sink: &Sink, what: &str) {
+    settled(relay).await;
     assert_eq!(sink.attempts(), 0, "{what}: the sink got {:?}", sink.delivered());
 }
 
 /// The store's approved sender writes to the shopper alias.
 fn store_mail(alias: &str, subject: &str) -> Vec<u8> {
     message("Acme Orders <orders@acme.example>", alias, subject, "Hello Jane.")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_mail_rcpt_data_get_replies_in_order() {
-    let (relay, sink, _dir) = start(|_| {}).await;
-    relay.acme().await;
-    let (_, alias) = acme_thread(&relay, "order-1").await;
-
-    let mut c = Client::ready(relay.smtp()).await;
-    c.send_raw(format!("MAIL FROM:<orders@acme.example>\r\nRCPT TO:<{alias}>\r\nDATA\r\n").as_bytes()).await;
-    let mail = c.read_reply().await.expect("reply to MAIL");
-    assert_reply(&mail, 250, "2.1.0", "pipelined MAIL");
-    let rcpt = c.read_reply().await.expect("reply to RCPT");
-    assert_reply(&rcpt, 250, "2.1.5", "pipelined RCPT");
-    let data = c.read_reply().await.expect("reply to DATA");
-    assert_eq!(data.code, 354, "pipelined DATA -> {}", data.text);
-
-    c.send_raw(&data_wire(&store_mail(&alias, "pipelined"))).await;
-    let end = c.read_reply().await.expect("reply to the end of data");
-    assert_reply(&end, 250, "2.0.0", "end of data");
-    assert_in_step(&mut c, "after the pipelined transaction").await;
-    cmd(&mut c, "QUIT", 221, "2.0.0").await;
-
-    let got = sink.wait_for(1, WAIT).await;
-    assert_eq!(got[0].header("Subject").as_deref(), Some("pipelined"));
-    assert_eq!(got[0].rcpt_to, vec!["jane.doe@shopper.example"]);
-    tokio::time::sleep(QUIET).await;
-    assert_eq!(sink.delivered().len(), 1, "delivered exactly once");
-    assert_eq!(sink.attempts(), 1, "one delivery attempt");
-    relay.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ehlo_advertises_the_extensions() {
-    let (relay, _sink, _dir) = start(|_| {}).await;
-    let (mut c, greeting) = Client::connect(relay.smtp()).await;
-    assert_eq!(greeting.code, 220, "{}", greeting.text);
-    assert!(greeting.text.starts_with("220 relay.test "), "{}", greeting.text);
-
-    let r = c.cmd("EHLO client.test", 250).await;
-    let lines: Vec<&str> = r.text.lines().collect();
-    assert!(lines.len() > 1, "a multi-line EHLO reply: {}", r.text);
-    for (i, line) in lines.iter().enumerate() {
-        let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-        assert!(line.starts_with(&format!("250{sep}")), "line {i} of the EHLO reply: {line:?}");
-    }
-    assert!(lines[0][4..].starts_with("relay.test"), "{}", lines[0]);
-    let caps: Vec<&str> = lines[1..].iter().map(|l| &l[4..]).collect();
-    for cap in ["PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"] {
-        assert!(caps.contains(&cap), "{cap} not advertised: {caps:?}");
-    }
-    let size = Config::default().smtp.max_message_bytes;
-    assert!(caps.contains(&format!("SIZE {size}").as_str()), "SIZE {size} not advertised: {caps:?}");
-    // Not offered on this listener, so not advertised.
-    for absent in ["STARTTLS", "AUTH", "CHUNKING"] {
-        assert!(!caps.iter().any(|c| c.starts_with(absent)), "{absent} advertised: {caps:?}");
-    }
-    cmd(&mut c, "QUIT", 221, "2.0.0").await;
-    relay.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_out_of_order_get_503_and_554() {
-    let (relay, sink, _dir) = start(|_| {}).await;
-    relay.acme().await;
-    let (_, alias) = acme_thread(&relay, "order-1").await;
-
-    let (mut c, greeting) = Client::connect(relay.smtp()).await;
-    assert_eq!(greeting.code, 220);
-    // Before EHLO/HELO.
-    cmd(&mut c, "MAIL FROM:<orders@acme.example>", 503, "5.5.1").await;
-    cmd(&mut c, &format!("RCPT TO:<{alias}>"), 503, "5.5.1").await;
-    cmd(&mut c, "DATA", 503, "5.5.1").await;
-    // HELO counts as a greeting too.
-    c.cmd("HELO client.test", 250).await;
-    // RCPT and DATA before MAIL.
-    cmd(&mut c, &format!("RCPT TO:<{alias}>"), 503, "5.5.1").await;
-    cmd(&mut c, "DATA", 503, "5.5.1").await;
-    // DATA with MAIL but no accepted recipient.
-    cmd(&mut c, "MAIL FROM:<orders@acme.example>", 250, "2.1.0").await;
-    cmd(&mut c, "RCPT TO:<nobody@relay.test>", 550, "5.1.1").await;
-    let r = cmd(&mut c, "DATA", 554, "5.5.1").await;
-    assert!(r.text.contains("No valid recipients"), "{}", r.text);
-    // A second MAIL inside the open transaction.
-    cmd(&mut c, "MAIL FROM:<orders@acme.example>", 503, "5.5.1").await;
-    // The transaction is still open: a good recipient and the data go through.
-    cmd(&mut c, &format!("RCPT TO:<{alias}>"), 250, "2.1.5").await;
-    let end = c.data(&store_mail(&alias, "after the errors")).await;
-    assert_reply(&end, 250, "2.0.0", "end of data");
-    cmd(&mut c, "QUIT", 221, "2.0.0").await;
-    let got = sink.wait_for(1, WAIT).await;
-    assert_eq!(got[0].header("Subject").as_deref(), Some("after the errors"));
-    relay.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn foreign_domains_and_unknown_aliases_are_refused() {
-    let (relay, sink, _dir) = start(|_| {}).await;
-    relay.acme().await;
-    let (_, alias) = acme_thread(&relay, "order-1").await;
-
-    let mut c = Client::ready(relay.smtp()).await;
-    cmd(&mut c, "MAIL FROM:<orders@acme.example>", 250, "2.1.0").await;
-    cmd(&mut c, "RCPT TO:<someone@elsewhere.example>", 550, "5.7.1").await;
-    // A subdomain of the relay domain is another domain.
-    cmd(&mut c, "RCPT TO:<someone@sub.relay.test>", 550, "5.7.1").await;
-    cmd(&mut c, "RCPT TO:<no-such-alias@relay.test>", 550, "5.1.1").await;
-    // The real alias still works in the same transaction.
-    cmd(&mut c, &format!("RCPT TO:<{alias}>"), 250, "2.1.5").await;
-    cmd(&mut c, "RSET", 250, "2.0.0").await;
-    cmd(&mut c, "QUIT", 221, "2.0.0").await;
-    assert_nothing_delivered(&sink, "only refused recipients and a reset").await;
-    relay.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recipients_over_the_limit_get_452() {
-    let (relay, sink, _dir) = start(|c| c.smtp.max_recipients = 2).await;
-    relay.acme().await;
-    let mut aliases = Vec::new();
-    for order in ["o1", "o2", "o3"] {
-        aliases.push(acme_thread(&relay, order).await.1);
-    }
-
-    let mut c = Client::ready(relay.smtp()).await;
-    cmd(&mut c, "MAIL FROM:<orders@acme.example>", 250, "2.1.0").await;
-    cmd(&mut c, &format!("RCPT TO:<{}>", aliases[0]), 250, "2.1.5").await;
-    cmd(&mut c, &format!("RCPT TO:<{}>", aliases[1]), 250, "2.1.5").await;
-    cmd(&mut c, &format!("RCPT TO:<{}>", aliases[2]), 452, "4.5.3").await;
-    // The two accepted recipients each get their copy.
-    let end = c.data(&store_mail(&aliases[0], "two of three")).await;
-    assert_reply(&end, 250, "2.0.0", "end of data");
-    cmd(&mut c, "QUIT", 221, "2.0.0").await;
-    let got = sink.wait_for(2, WAIT).await;
-    tokio::time::sleep(QUIET).await;
-    assert_eq!(sink.delivered().len(), 2, "{got:?}");
-    relay.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_messages_get_552_and_the_session_goes_on() {
-    let (relay, sink, _dir) = start(|c| c.smtp.max_message_bytes = 2000).await;
-    relay.acme().await;
-    let (_, alias) = acme_thread(&relay, "order-1").await;
-
-    let mut c = Client::connect(relay.smtp()).await.0;
-    let ehlo = c.cmd("EHLO client.test", 250).await;
-    assert!(
-        ehlo.text.contains("\r\n250 SIZE 2000\r\n") || ehlo.text.contains("250-SIZE 2000\r\n"),
-        "{}",
-        ehlo.text
-    );
-
-    // Declared too big up front.
-    cmd(&mut c, "MAIL FROM:<orders@acme.example> SIZE=999999", 552, "5.3.4").await;
-    // Declared small enough.
-    cmd(&mut c, "MAIL FROM:<orders@acme.example> SIZE=1500", 250, "2.1.0").await;
-    cmd(&mut c, "RSET", 250, "2.0.0").await;
-
-    // Not declared, but too big once sent.
-    cmd(&mut c, "MAIL FROM:<orders@acme.example>", 250, "2.1.0").await;
-    cmd(&mut c, &format!("RCPT TO:<{alias}>"), 250, "2.1.5").await;
-    let mut big = store_mail(&alias, "too big");
-    big.extend_from_slice(vec!["a".repeat(70); 70].join("\r\n").as_bytes());
-    assert!(big.len() > 5000, "{}", big.len());
-    let end = c.data(&big).await;
-    assert_reply(&end, 552, "5.3.4", "end of an oversized DATA");
-    cmd(&mut c, "RSET", 250, "2.0.0").await;
-    assert_in_step(&mut c, "after the oversized message").await;
-    assert_nothing_delivered(&sink, "an oversized message").await;
-
-    // The same session still carries a message of the right size.
-    cmd(&mut c, "MAIL FROM:<orders@acme.example>", 250, "2.1.0").await;
-    cmd(&mut c, &format!("RCPT TO:<{alias}>"), 250, "2.1.5").await;
-    let end = c.data(&store_mail(&alias, "small")).await;
-    assert_reply(&end, 250, "2.0.0", "end of a small DATA");
-    cmd(&mut c, "QUIT", 221, "2.0.0").await;
-    let got = sink.wait_for(1, WAIT).await;
-    assert_eq!(got[0].header("Subject").as_deref(), Some("small"));
-    assert_eq!(sink.attempts(), 1);
-    relay.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlong_command_line_gets_500_and_the_session_goes_on() {
-    let (relay, _sink, _dir) = start(|_| {}).await;
-    let mut c = Client::ready(relay.smtp()).await;
-
-    // In one write: the whole 5000-byte line arrives at once.
-    let line = format!("NOOP {}", "x".repeat(4995));
-    assert_eq!(line.len(), 5000);
-    cmd(&mut c, &line, 500, "5.5.2").await;
-    assert_in_step(&mut c, "after a long line in one write").await;
-
-    // In two writes: the relay has buffered part of the line when the rest comes.
-    let line = format!("MAIL FROM:<{}@acme.example>", "y".repeat(4960));
-    let (head, tail) = line.as_bytes().split_at(3000);
-    c.send_raw(head).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    c.send_raw(tail).await;
-    c.send_raw(b"\r\n").await;
-    let r = c.read_reply().await.expect("reply to the long line");
-    assert_reply(&r, 500, "5.5.2", "a long line in two writes");
-    assert_in_step(&mut c, "after a long line in two writes").await;
-
-    // Longer than a read: dropped across several reads, then one reply; a command
-    // pipelined behind it in the same write is still answered.
-    c.send_raw(&[b'z'; 10_000]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    c.send_raw(&[b'z'; 10_000]).await;
-    c.send_raw(b"\r\nNOOP\r\n").await;
-    let r = c.read_reply().await.expect("reply to the long line");
-    assert_reply(&r, 500, "5.5.2", "a 20000-byte line");
-    let r = c.read_reply().await.expect("reply to the pipelined NOOP");
-    assert_eq!(r.text, "250 2.0.0 OK\r\n", "the NOOP behind a long line");
-
-    // The longest line taken: 4096 bytes with its CRLF.
-    let line = format!("NOOP {}", "x".repeat(4096 - 7));
-    cmd(&mut c, &line, 250, "2.0.0").await;
-    let line = format!("NOOP {}", "x".repeat(4096 - 6));
-    cmd(&mut c, &line, 500, "5.5.2").await;
-    assert_in_step(&mut c, "after the limit").await;
-
-    cmd(&mut c, "QUIT", 221, "2.0.0").await;
-    relay.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,7 +135,7 @@ async fn smuggling_endings_do_not_end_the_data() {
     cmd(&mut c, "QUIT", 221, "2.0.0").await;
 
     sink.wait_for(accepted.len(), WAIT).await;
-    tokio::time::sleep(QUIET).await;
+    settled(&relay).await;
     let got = sink.delivered();
     assert_eq!(got.len(), accepted.len(), "one delivery per accepted message: {got:#?}");
     assert_eq!(sink.attempts(), accepted.len());
@@ -373,38 +160,6 @@ async fn smuggling_endings_do_not_end_the_data() {
                 assert!(j > 0 && bytes[j - 1] == b'\r', "bare LF at {j}: {text:?}");
             }
         }
-    }
-    relay.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_after_quit_is_answered() {
-    let (relay, _sink, _dir) = start(|_| {}).await;
-    let mut c = Client::ready(relay.smtp()).await;
-    c.send_raw(b"QUIT\r\nMAIL FROM:<a@b>\r\n").await;
-    let r = c.read_reply().await.expect("reply to QUIT");
-    assert_reply(&r, 221, "2.0.0", "QUIT");
-    assert_closed(&mut c, "after QUIT").await;
-    relay.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_client_gets_421_and_is_disconnected() {
-    let (relay, _sink, _dir) = start(|c| c.smtp.idle_timeout_secs = 1).await;
-    let mut c = Client::ready(relay.smtp()).await;
-    let silent_since = Instant::now();
-    let r = c.read_reply().await.expect("a reply to the silence");
-    assert_reply(&r, 421, "4.4.2", "idle client");
-    let waited = silent_since.elapsed();
-    assert!(waited >= Duration::from_millis(900), "timed out after only {waited:?}");
-    assert!(waited < Duration::from_secs(5), "timed out only after {waited:?}");
-    assert_closed(&mut c, "after the idle timeout").await;
-
-    // A client that keeps talking is not cut off: each command restarts the clock.
-    let mut c = Client::ready(relay.smtp()).await;
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_in_step(&mut c, "an active client").await;
     }
     relay.stop().await;
 }
@@ -439,24 +194,6 @@ async fn connections_over_the_cap_get_421() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn too_many_errors_close_the_connection() {
-    let (relay, _sink, _dir) = start(|_| {}).await;
-    let max_errors = Config::default().smtp.max_errors;
-    assert_eq!(max_errors, 10);
-    let mut c = Client::ready(relay.smtp()).await;
-    for _ in 1..max_errors {
-        cmd(&mut c, "XYZZY", 500, "5.5.2").await;
-    }
-    // Good commands in between do not reset the count.
-    assert_in_step(&mut c, "between errors").await;
-    cmd(&mut c, "XYZZY", 500, "5.5.2").await;
-    let r = c.read_reply().await.expect("a 421 after the last error");
-    assert_reply(&r, 421, "4.7.0", "too many errors");
-    assert_closed(&mut c, "after too many errors").await;
-    relay.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsider_refused_at_rcpt_is_recorded_without_their_address() {
     let (relay, sink, _dir) = start(|_| {}).await;
     relay.acme().await;
@@ -485,7 +222,7 @@ async fn outsider_refused_at_rcpt_is_recorded_without_their_address() {
     assert_eq!(e["detail"]["stage"], "rcpt", "{e}");
     assert_eq!(e["detail"]["sender_domain"], "evil.example", "{e}");
     assert!(!events.to_string().contains("spammer"), "the outsider's address was recorded: {events}");
-    assert_nothing_delivered(&sink, "a refused outsider").await;
+    assert_nothing_delivered(&relay, &sink, "a refused outsider").await;
     relay.stop().await;
 }
 
@@ -509,7 +246,7 @@ async fn forged_header_from_is_refused_after_data() {
     assert_eq!(list.len(), 1, "{events}");
     assert_eq!(list[0]["detail"]["stage"], "data", "{events}");
     assert!(!events.to_string().contains("ceo@"), "{events}");
-    assert_nothing_delivered(&sink, "a forged From").await;
+    assert_nothing_delivered(&relay, &sink, "a forged From").await;
     relay.stop().await;
 }
 
@@ -537,7 +274,7 @@ async fn revoked_thread_aliases_are_unknown() {
     cmd(&mut c, "MAIL FROM:<jane.doe@shopper.example>", 250, "2.1.0").await;
     cmd(&mut c, &format!("RCPT TO:<{store_alias}>"), 550, "5.1.1").await;
     cmd(&mut c, "QUIT", 221, "2.0.0").await;
-    assert_nothing_delivered(&sink, "a revoked thread").await;
+    assert_nothing_delivered(&relay, &sink, "a revoked thread").await;
     relay.stop().await;
 }
 
@@ -563,5 +300,120 @@ async fn expired_thread_aliases_refuse_mail() {
     c.cmd("MAIL FROM:<orders@acme.example>", 250).await;
     let r = c.cmd(&format!("RCPT TO:<{}>", thread["shopper_alias"].as_str().unwrap()), 550).await;
     assert!(r.text.contains("5.1.1"), "{}", r.text);
+    relay.stop().await;
+}
+
+/// A client connected from `from` (any address of 127.0.0.0/8 is loopback); its greeting.
+async fn connect_from(from: &str, to: std::net::SocketAddr) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncReadExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{from}:0").parse().unwrap()).expect("bind a loopback address");
+    let mut stream = socket.connect(to).await.expect("connect");
+    let mut greeting = Vec::new();
+    let mut buf = [0u8; 512];
+    while !greeting.ends_with(b"\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("a greeting").expect("read");
+        if n == 0 {
+            break;
+        }
+        greeting.extend_from_slice(&buf[..n]);
+    }
+    (stream, String::from_utf8_lossy(&greeting).into_owned())
+}
+
+/// Before `smtp.max_connections_per_ip`, 200 clients from one address took every slot
+/// and everyone else got 421 4.3.2 (default settings). Now that address holds 20 and the
+/// rest of the world is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_cannot_take_every_slot() {
+    let (relay, sink, _dir) = start(|_| {}).await;
+    relay.acme().await;
+    let (_, alias) = acme_thread(&relay, "order-1").await;
+    let defaults = Config::default().smtp;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..defaults.max_connections {
+        let (stream, greeting) = connect_from("127.0.0.2", relay.smtp()).await;
+        if greeting.starts_with("220 ") {
+            held.push(stream);
+        } else {
+            assert!(greeting.starts_with("421 4.7.0 "), "{greeting:?}");
+            refused += 1;
+        }
+    }
+    assert_eq!(held.len(), defaults.max_connections_per_ip, "connections held by one address");
+    assert_eq!(refused, defaults.max_connections - defaults.max_connections_per_ip);
+
+    let mut c = Client::ready(relay.smtp()).await;
+    let end = c.send("orders@acme.example", &[&alias], &store_mail(&alias, "still served")).await;
+    assert_reply(&end, 250, "2.0.0", "a client from another address");
+    sink.wait_for(1, WAIT).await;
+    drop(held);
+    relay.stop().await;
+}
+
+/// A thousand clients from fifty addresses (twenty each, the per-address cap) drip one
+/// byte a second, in command lines and inside DATA; a client from another address is
+/// served all the while. Its latency (connect to 250 after DATA) is printed, not asserted:
+/// speed is measured in bench/, never in tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legitimate_client_is_served_while_1000_drippers_are_connected() {
+    use tokio::io::AsyncWriteExt;
+    let (relay, sink, _dir) = start(|c| c.smtp.max_connections = 1100).await;
+    relay.acme().await;
+    let (_, alias) = acme_thread(&relay, "order-1").await;
+    let mut drippers = tokio::task::JoinSet::new();
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel(1000);
+    let mut held = 0;
+    for i in 0..1000 {
+        // In waves of 100, so the listen backlog never overflows (a dropped SYN is retried
+        // by the kernel only after a second or more).
+        if i % 100 == 0 {
+            for _ in 0..i.min(100) {
+                held += usize::from(opened_rx.recv().await.expect("every dripper reports"));
+            }
+        }
+        let from = format!("127.0.1.{}", 1 + i / 20);
+        let (addr, alias, opened) = (relay.smtp(), alias.clone(), opened_tx.clone());
+        drippers.spawn(async move {
+            let (mut stream, greeting) = connect_from(&from, addr).await;
+            let _ = opened.send(greeting.starts_with("220 ")).await;
+            let script = if i % 2 == 0 {
+                "EHLO dripper.example\r\nNOOP\r\n".to_owned()
+            } else {
+                // Inside DATA: the pipelined commands, then the body a byte at a time.
+                let _ = stream
+                    .write_all(
+                        format!("EHLO d.example\r\nMAIL FROM:<orders@acme.example>\r\nRCPT TO:<{alias}>\r\nDATA\r\n")
+                            .as_bytes(),
+                    )
+                    .await;
+                "Subject: drip\r\n\r\nslowly".to_owned()
+            };
+            for b in script.bytes().cycle() {
+                if stream.write_all(&[b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    for _ in 0..100 {
+        held += usize::from(opened_rx.recv().await.expect("every dripper reports"));
+    }
+    assert_eq!(held, 1000, "drippers greeted");
+
+    let mut latencies = Vec::new();
+    for n in 0..5 {
+        let started = Instant::now();
+        let mut c = Client::ready(relay.smtp()).await;
+        let end = c.send("orders@acme.example", &[&alias], &store_mail(&alias, &format!("served {n}"))).await;
+        assert_reply(&end, 250, "2.0.0", "the legitimate client");
+        latencies.push(started.elapsed());
+        cmd(&mut c, "QUIT", 221, "2.0.0").await;
+    }
+    sink.wait_for(5, WAIT).await;
+    eprintln!("1000 drippers held; legitimate client served in {latencies:?} (connect to 250 after DATA)");
+    drippers.abort_all();
     relay.stop().await;
 }

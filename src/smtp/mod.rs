@@ -1,7 +1,10 @@
 //! Inbound SMTP: the MX listener, the per-connection session, the transaction that ends
 //! in the queue, and the replies.
 
+pub mod backend;
+pub mod clock;
 pub mod data;
+pub mod hygiene;
 pub mod listener;
 pub mod reply;
 pub mod session;
@@ -29,6 +32,8 @@ pub struct Context {
     pub tls: Option<TlsAcceptor>,
     /// Wakes the delivery workers after an enqueue.
     pub wake: Arc<Notify>,
+    /// `smtp.rewrite_memory_bytes`: room for messages being parsed and rewritten.
+    pub rewrite_memory: backend::MemoryBudget,
 }
 
 /// Which listener a session came in on.

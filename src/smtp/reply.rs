@@ -62,6 +62,8 @@ pub const NUL_IN_MESSAGE: Reply = r(
     554,
     "5.6.0 Message contains a NUL byte, which mail may not contain (RFC 5322 2.1); remove it and send again",
 );
+pub const LOOP: Reply =
+    r(554, "5.4.6 Mail loop: the message has passed more than 50 mail servers (Received lines)");
 pub const UNPARSEABLE: Reply = r(554, "5.6.0 Message could not be parsed as RFC 5322 mail");
 pub const CANNOT_REWRITE: Reply =
     r(554, "5.6.0 Message content could not be rewritten without revealing a real address; it was not sent");
@@ -71,6 +73,9 @@ pub const MAIL_FIRST: Reply = r(503, "5.5.1 Send MAIL FROM first");
 pub const NESTED_MAIL: Reply = r(503, "5.5.1 A transaction is already open; send RSET to start over");
 pub const NO_VALID_RECIPIENTS: Reply = r(554, "5.5.1 No valid recipients");
 pub const UNRECOGNIZED: Reply = r(500, "5.5.2 Command unrecognized");
+pub const BARE_CR: Reply =
+    r(501, "5.5.2 Syntax error: a CR or NUL inside a command line; end each command with CR LF only");
+pub const NOT_HTTP: Reply = r(221, "2.7.0 This is an SMTP server, not a web server; closing connection");
 pub const LINE_TOO_LONG: Reply = r(500, "5.5.2 Line too long");
 pub const BAD_SENDER: Reply = r(501, "5.1.7 Bad sender address syntax");
 pub const BAD_RECIPIENT: Reply = r(501, "5.1.3 Bad recipient address syntax");
@@ -94,5 +99,11 @@ pub const NO_AUTH: Reply = r(503, "5.5.1 AUTH is not available on this listener"
 pub const TOO_MANY_ERRORS: Reply = r(421, "4.7.0 Too many errors, closing connection");
 pub const TOO_MANY_COMMANDS: Reply = r(421, "4.7.0 Too many commands in one connection, closing");
 pub const TIMEOUT: Reply = r(421, "4.4.2 Idle too long, closing connection");
+pub const COMMAND_TIMEOUT: Reply = r(421, "4.4.2 Command line took too long to arrive, closing connection");
+pub const TRANSACTION_TIMEOUT: Reply =
+    r(421, "4.4.2 Transaction took too long; send the message again over a faster connection");
+pub const DATA_TOO_SLOW: Reply =
+    r(421, "4.4.2 Message data arriving too slowly; send it again over a faster connection");
+pub const BUSY_PEER: Reply = r(421, "4.7.0 Too many connections from your address, try again later");
 pub const BUSY: Reply = r(421, "4.3.2 Too many connections, try again later");
 pub const SHUTTING_DOWN: Reply = r(421, "4.3.2 Service shutting down, try again later");

@@ -6,20 +6,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use smtp_proto::request::receiver::{MAX_LINE_LENGTH, RequestReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use super::Context;
 use super::Listener;
+use super::backend::Backend;
+use super::clock::Clock;
 use super::data::{DataError, DataReader, Progress};
+use super::hygiene::{self, Screened};
 use super::reply::{self, Reply};
-use super::transaction::{self, BounceTarget, Recipient, Transaction};
+use super::transaction::Transaction;
 use crate::address::{Mailbox, Side, StoreId};
-use crate::auth::Decision;
+use crate::auth::{Authorizer, Decision};
+use crate::config::Config;
 use crate::shutdown::Shutdown;
-use crate::store::threads;
 
 /// Where the conversation is.
 #[derive(Debug)]
@@ -51,14 +56,33 @@ enum Ended {
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
+/// What every session is set up with besides its backend: the limits and names, who may
+/// write where, and TLS.
+#[derive(Clone)]
+pub struct Setup {
+    pub config: Arc<Config>,
+    pub auth: Authorizer,
+    /// Present when a certificate is configured: STARTTLS is offered.
+    pub tls: Option<TlsAcceptor>,
+}
+
 /// Serves one connection until QUIT, an error limit, a timeout or shutdown.
-pub async fn run<S>(io: S, peer: SocketAddr, listener: Listener, ctx: Arc<Context>, shutdown: Shutdown)
-where
+pub async fn run<S, B>(
+    io: S,
+    peer: SocketAddr,
+    listener: Listener,
+    setup: Arc<Setup>,
+    backend: Arc<B>,
+    shutdown: Shutdown,
+) where
     S: Io + 'static,
+    B: Backend,
 {
+    let setup_smtp = setup.config.smtp.clone();
     let mut session = Session {
         io: Box::new(io),
-        ctx,
+        setup,
+        backend,
         peer,
         listener,
         secure: false,
@@ -68,12 +92,13 @@ where
         output: Vec::with_capacity(512),
         receiver: RequestReceiver::default(),
         errors: 0,
+        clock: Clock::new(&setup_smtp),
         discarding: false,
         commands: 0,
         helo: String::new(),
         shutdown,
     };
-    let greeting = Reply::new(220, format!("{} ESMTP maskrelay", session.ctx.config.smtp_hostname()));
+    let greeting = Reply::new(220, format!("{} ESMTP maskrelay", session.setup.config.smtp_hostname()));
     greeting.write_to(&mut session.output);
     if session.flush().await.is_err() {
         return;
@@ -85,9 +110,10 @@ where
     }
 }
 
-struct Session {
+struct Session<B> {
     io: Box<dyn Io>,
-    ctx: Arc<Context>,
+    setup: Arc<Setup>,
+    backend: Arc<B>,
     peer: SocketAddr,
     listener: Listener,
     /// Inside TLS (after STARTTLS).
@@ -101,6 +127,7 @@ struct Session {
     output: Vec<u8>,
     receiver: RequestReceiver,
     errors: usize,
+    clock: Clock,
     /// Inside a command line already known to be too long: dropped up to its LF.
     discarding: bool,
     commands: usize,
@@ -109,14 +136,14 @@ struct Session {
     shutdown: Shutdown,
 }
 
-impl Session {
+impl<B: Backend> Session<B> {
     /// RFC 3207 4.2: after the handshake the session starts over, knowing nothing the
     /// client said before it; the input was already emptied when STARTTLS was accepted.
     async fn start_tls(&mut self) -> bool {
-        let Some(acceptor) = self.ctx.tls.clone() else { return false };
+        let Some(acceptor) = self.setup.tls.clone() else { return false };
         let plain =
             std::mem::replace(&mut self.io, Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())));
-        let timeout = Duration::from_secs(self.ctx.config.smtp.idle_timeout_secs);
+        let timeout = Duration::from_secs(self.setup.config.smtp.idle_timeout_secs);
         match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
             Ok(Ok(tls)) => {
                 self.io = Box::new(tls);
@@ -146,11 +173,12 @@ impl Session {
                     self.input.clear();
                     self.discarding = true;
                 }
-                if !self.fill().await? {
+                if !self.fill_command().await? {
                     return Ok(Ended::Closed);
                 }
                 continue;
             };
+            self.clock.command_read();
             if self.discarding || lf >= MAX_LINE_LENGTH {
                 self.input.drain(..=lf);
                 self.discarding = false;
@@ -160,6 +188,23 @@ impl Session {
                 }
                 continue;
             }
+            match hygiene::screen(&self.input[..lf]) {
+                Some(Screened::Http) => {
+                    debug!(peer = %self.peer, "HTTP request on the SMTP port");
+                    self.reply(reply::NOT_HTTP);
+                    self.flush().await?;
+                    return Ok(Ended::Closed);
+                }
+                Some(Screened::BareCr) => {
+                    self.input.drain(..=lf);
+                    if let Flow::Close = self.error(reply::BARE_CR) {
+                        self.flush().await?;
+                        return Ok(Ended::Closed);
+                    }
+                    continue;
+                }
+                None => {}
+            }
             let mut iter = self.input.iter();
             let parsed = self.receiver.ingest(&mut iter).map(Request::into_owned);
             let consumed = self.input.len() - iter.as_slice().len();
@@ -167,7 +212,7 @@ impl Session {
             let flow = match parsed {
                 Ok(request) => {
                     self.commands += 1;
-                    if self.commands > self.ctx.config.smtp.max_commands {
+                    if self.commands > self.setup.config.smtp.max_commands {
                         self.reply(reply::TOO_MANY_COMMANDS);
                         Flow::Close
                     } else {
@@ -175,7 +220,7 @@ impl Session {
                     }
                 }
                 Err(ProtoError::NeedsMoreData { .. }) => {
-                    if !self.fill().await? {
+                    if !self.fill_command().await? {
                         return Ok(Ended::Closed);
                     }
                     Flow::Continue
@@ -198,6 +243,9 @@ impl Session {
                     self.phase = Phase::Greeted;
                 }
             }
+            if !matches!(self.phase, Phase::Mail(_) | Phase::Rcpt(_)) {
+                self.clock.transaction_closed();
+            }
         }
     }
 
@@ -214,15 +262,15 @@ impl Session {
         Ok(())
     }
 
-    /// Flushes pending replies, then reads more input. False when the client is gone, the
-    /// idle timeout passed or the relay is shutting down.
+    /// Flushes pending replies, then reads more input. False when the client is gone, a
+    /// deadline passed (see `clock`) or the relay is shutting down.
     async fn fill(&mut self) -> std::io::Result<bool> {
         self.flush().await?;
-        let timeout = Duration::from_secs(self.ctx.config.smtp.idle_timeout_secs);
+        let (deadline, why) = self.clock.deadline(Instant::now());
         let mut buf = [0u8; 8192];
         let mut shutdown = self.shutdown.clone();
         let read = tokio::select! {
-            r = tokio::time::timeout(timeout, self.io.read(&mut buf)) => r,
+            r = tokio::time::timeout_at(deadline, self.io.read(&mut buf)) => r,
             _ = shutdown.wait() => {
                 self.reply(reply::SHUTTING_DOWN);
                 self.flush().await?;
@@ -231,23 +279,31 @@ impl Session {
         };
         match read {
             Err(_elapsed) => {
-                self.reply(reply::TIMEOUT);
+                debug!(peer = %self.peer, reason = %why.text, "deadline passed");
+                self.reply(why);
                 self.flush().await?;
                 Ok(false)
             }
             Ok(Ok(0)) => Ok(false),
             Ok(Ok(n)) => {
                 self.input.extend_from_slice(&buf[..n]);
+                self.clock.data_received(n);
                 Ok(true)
             }
             Ok(Err(e)) => Err(e),
         }
     }
 
+    /// Reads more of a command line: its deadline runs from the first wait.
+    async fn fill_command(&mut self) -> std::io::Result<bool> {
+        self.clock.awaiting_command(Instant::now());
+        self.fill().await
+    }
+
     fn error(&mut self, reply: Reply) -> Flow {
         self.errors += 1;
         self.reply(reply);
-        if self.errors >= self.ctx.config.smtp.max_errors {
+        if self.errors >= self.setup.config.smtp.max_errors {
             self.reply(reply::TOO_MANY_ERRORS);
             return Flow::Close;
         }
@@ -278,13 +334,13 @@ impl Session {
             Request::Ehlo { host } => {
                 self.phase = Phase::Greeted;
                 self.helo = host.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
-                let c = &self.ctx.config;
+                let c = &self.setup.config;
                 let mut text = format!(
                     "{} greets {host}\nPIPELINING\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nSIZE {}",
                     c.smtp_hostname(),
                     c.smtp.max_message_bytes
                 );
-                if self.ctx.tls.is_some() && !self.secure {
+                if self.setup.tls.is_some() && !self.secure {
                     text.push_str("\nSTARTTLS");
                 }
                 // RFC 4954 4: no AUTH over plain text; offered only inside TLS.
@@ -298,7 +354,7 @@ impl Session {
             Request::Helo { host } => {
                 self.phase = Phase::Greeted;
                 self.helo = host.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
-                self.reply(Reply::new(250, self.ctx.config.smtp_hostname().to_owned()));
+                self.reply(Reply::new(250, self.setup.config.smtp_hostname().to_owned()));
                 Flow::Continue
             }
             Request::Lhlo { .. } => self.error(reply::UNRECOGNIZED),
@@ -353,7 +409,7 @@ impl Session {
     }
 
     fn starttls(&mut self) -> Flow {
-        if self.ctx.tls.is_none() {
+        if self.setup.tls.is_none() {
             return self.error(reply::NO_TLS);
         }
         if self.secure {
@@ -398,7 +454,7 @@ impl Session {
             _ => return self.error(reply::AUTH_MECHANISM),
         };
         let Some((user, password)) = credentials else { return self.error(reply::AUTH_CANCELLED) };
-        match crate::store::credentials::verify(&self.ctx.db, &user, &password).await {
+        match self.backend.verify_login(&user, &password).await {
             Ok(Some(store)) => {
                 tracing::info!(store = %store, "submission login");
                 self.login = Some(store);
@@ -427,7 +483,7 @@ impl Session {
                 let line = line.trim_end_matches(['\r', '\n']);
                 return (line != "*").then(|| line.to_owned());
             }
-            if self.input.len() > 4096 || !self.fill().await.ok()? {
+            if self.input.len() > 4096 || !self.fill_command().await.ok()? {
                 return None;
             }
         }
@@ -442,7 +498,7 @@ impl Session {
         if self.listener == Listener::Submission && self.login.is_none() {
             return self.error(reply::AUTH_REQUIRED);
         }
-        if size > self.ctx.config.smtp.max_message_bytes {
+        if size > self.setup.config.smtp.max_message_bytes {
             return self.error(reply::TOO_BIG);
         }
         let sender = if address.is_empty() {
@@ -453,6 +509,7 @@ impl Session {
                 Err(_) => return self.error(reply::BAD_SENDER),
             }
         };
+        self.clock.transaction_opened(Instant::now());
         self.phase = Phase::Mail(Transaction {
             sender,
             recipients: Vec::new(),
@@ -484,34 +541,34 @@ impl Session {
     }
 
     async fn check_recipient(&self, address: &str, mut tx: Transaction) -> (Reply, Transaction) {
-        let ctx = &self.ctx;
-        if tx.recipients.len() >= ctx.config.smtp.max_recipients {
+        let config = &self.setup.config;
+        if tx.recipients.len() >= config.smtp.max_recipients {
             return (reply::TOO_MANY_RECIPIENTS, tx);
         }
         let Ok(rcpt) = Mailbox::parse(address) else { return (reply::BAD_RECIPIENT, tx) };
-        if rcpt.domain() != ctx.config.relay.domain {
+        if rcpt.domain() != config.relay.domain {
             return (reply::NOT_RELAY_DOMAIN, tx);
         }
         if let Some(queue_id) = crate::delivery::bounce::queue_id_of(rcpt.local()) {
             return self.bounce_recipient(queue_id, tx).await;
         }
-        let found = match threads::find_by_alias(&ctx.db, rcpt.local()).await {
+        let found = match self.backend.find_alias(rcpt.local()).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(error = %e, "alias lookup failed");
                 return (reply::STORAGE_UNAVAILABLE, tx);
             }
         };
-        let Some((thread, side, store)) = found else {
+        let Some(recipient) = found else {
             debug!(peer = %self.peer, "RCPT to unknown alias");
             return (reply::NO_SUCH_ALIAS, tx);
         };
-        if !thread.status.accepts_mail() {
+        if !recipient.thread.status.accepts_mail() {
             // Still evidence of a leak: recorded, then refused like an unknown alias.
-            crate::leak::record_inactive_attempt(&ctx.db, &thread, side, &store, tx.sender.as_ref()).await;
+            self.backend.record_inactive(&recipient, tx.sender.as_ref()).await;
             return (reply::NO_SUCH_ALIAS, tx);
         }
-        let recipient = Recipient { thread, side, store };
+        let side = recipient.side;
         if tx.recipients.iter().any(|r| r.alias() == recipient.alias()) {
             // The same alias twice gets one copy.
             return (reply::RECIPIENT_OK, tx);
@@ -524,13 +581,13 @@ impl Session {
             tx.recipients.push(recipient);
             return (reply::RECIPIENT_OK, tx);
         }
-        match ctx.auth.at_rcpt(tx.sender.as_ref(), side, &recipient.thread, &recipient.store) {
+        match self.setup.auth.at_rcpt(tx.sender.as_ref(), side, &recipient.thread, &recipient.store) {
             Decision::Allow => {
                 tx.recipients.push(recipient);
                 (reply::RECIPIENT_OK, tx)
             }
             Decision::Refuse(r) => {
-                transaction::record_refusal(ctx, &recipient, r, "rcpt", tx.sender.as_ref()).await;
+                self.backend.record_refusal(&recipient, r, "rcpt", tx.sender.as_ref()).await;
                 (reply::SENDER_NOT_ALLOWED, tx)
             }
             Decision::TryLater(_) => (reply::AUTH_TEMPFAIL, tx),
@@ -540,21 +597,7 @@ impl Session {
     /// RCPT to a VERP bounce address: accepted only for a message the relay sent
     /// recently, so the address cannot be used to reach anyone.
     async fn bounce_recipient(&self, queue_id: &str, mut tx: Transaction) -> (Reply, Transaction) {
-        let db = &self.ctx.db;
-        let target = async {
-            let Some((thread_id, direction)) = crate::queue::find_sent(db, queue_id).await? else {
-                return Ok(None);
-            };
-            let thread = threads::get(db, &thread_id).await?;
-            let store = crate::store::stores::get_any(db, &thread.store_id).await?;
-            Ok::<_, crate::store::StoreError>(Some(BounceTarget {
-                queue_id: queue_id.to_owned(),
-                thread,
-                store,
-                direction,
-            }))
-        };
-        match target.await {
+        match self.backend.find_bounce(queue_id).await {
             Ok(Some(t)) => {
                 if !tx.bounces.iter().any(|b| b.queue_id == t.queue_id) {
                     tx.bounces.push(t);
@@ -572,7 +615,8 @@ impl Session {
     /// Reads the message after 354 and hands it to the transaction. Only CR LF . CR LF
     /// ends it (see `data`): the smuggling endings of 2023 stay inside this message.
     async fn data(&mut self, tx: Transaction) -> std::io::Result<Reply> {
-        let mut reader = DataReader::new(self.ctx.config.smtp.max_message_bytes);
+        let mut reader = DataReader::new(self.setup.config.smtp.max_message_bytes);
+        self.clock.data_started(Instant::now());
         loop {
             match reader.feed(&self.input) {
                 Progress::End { consumed } => {
@@ -589,8 +633,12 @@ impl Session {
         }
         let stage = crate::metrics::Stage::Data;
         match reader.finish() {
+            Ok(message) if hygiene::received_count(&message) > hygiene::MAX_RECEIVED => {
+                debug!(peer = %self.peer, "mail loop: too many Received lines");
+                Ok(crate::metrics::smtp_reply(stage, reply::LOOP))
+            }
             Ok(message) => {
-                let accepted = transaction::accept(&self.ctx, &tx, &message, self.peer.ip(), &self.helo);
+                let accepted = self.backend.accept(&tx, message, self.peer.ip(), &self.helo);
                 Ok(crate::metrics::smtp_data(accepted).await)
             }
             Err(DataError::TooBig) => Ok(crate::metrics::smtp_reply(stage, reply::TOO_BIG)),

@@ -3,6 +3,7 @@
 //! only then say 250.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tracing::{info, warn};
 
@@ -127,8 +128,10 @@ pub async fn record_refusal(
 }
 
 /// Everything after the end of DATA. Returns the reply to the DATA command.
-pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, helo: &str) -> Reply {
-    let notices = bounces(ctx, tx, raw).await;
+/// Parsing and rewriting run on tokio's blocking pool (`off_runtime`): a 25 MB message
+/// takes long enough to stall every session on the same worker thread otherwise.
+pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: IpAddr, helo: &str) -> Reply {
+    let notices = bounces(ctx, tx, &raw).await;
     if tx.recipients.is_empty() {
         return match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &notices, &[]).await {
             Ok(_) => {
@@ -141,16 +144,14 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
             }
         };
     }
-    let Some(message) = rewrite::parse(raw) else { return reply::UNPARSEABLE };
-    let header_from = message
-        .from()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address.as_deref())
-        .and_then(|a| Mailbox::parse(a).ok());
+    let Some(Some(facts)) = off_runtime(raw.clone(), |raw| HeaderFacts::read(raw)).await else {
+        return reply::UNPARSEABLE;
+    };
+    let header_from = facts.from;
     let dmarc = match (&tx.login, &ctx.dmarc) {
         // Submitted mail is authorized by the login (checked at RCPT), not by DNS.
         (Some(_), _) => DmarcOutcome::NotChecked,
-        (None, Some(v)) => v.verify(raw, &Origin { ip: peer, helo, mail_from: tx.sender.as_ref() }).await,
+        (None, Some(v)) => v.verify(&raw, &Origin { ip: peer, helo, mail_from: tx.sender.as_ref() }).await,
         (None, None) => DmarcOutcome::NotChecked,
     };
     let host = ctx.config.smtp_hostname();
@@ -184,11 +185,12 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
 
     let mut outgoing = notices;
     let mut mappings = Vec::new();
-    let own_id = message.message_id().map(str::to_owned).unwrap_or_else(|| {
+    let own_id = facts.message_id.unwrap_or_else(|| {
         // No Message-ID: give it one, so replies to it still thread.
         format!("{}@{}", crate::address::random_token(24), ctx.config.relay.domain)
     });
-    let referenced = rewrite::referenced_ids(&message);
+    let referenced: Vec<&str> = facts.referenced.iter().map(String::as_str).collect();
+    let mut copies = Vec::with_capacity(tx.recipients.len());
     for rcpt in &tx.recipients {
         let known = match message_ids::lookup(&ctx.db, &rcpt.thread.id, &ctx.config.relay.domain, &referenced)
             .await
@@ -205,7 +207,13 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
             return reply::NO_SUCH_ALIAS;
         };
         plan.extra_headers.push(("Authentication-Results", auth_results.clone()));
-        let bytes = match rewrite::rewrite(&message, raw, &plan, &idmap) {
+        copies.push((plan, idmap, rcpt_to));
+    }
+    let Some(copies) = off_runtime(raw.clone(), move |raw| rewrite_copies(raw, copies)).await else {
+        return reply::UNPARSEABLE;
+    };
+    for (rcpt, (bytes, idmap, rcpt_to)) in tx.recipients.iter().zip(copies) {
+        let bytes = match bytes {
             Ok(b) => b,
             Err(rewrite::RewriteError::WouldLeak) => {
                 warn!(thread = %rcpt.thread.id, "rewritten message still showed a hidden address; refused");
@@ -236,6 +244,66 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: &[u8], peer: IpAddr, h
         Err(e) => {
             warn!(error = %e, "enqueue failed");
             reply::STORAGE_UNAVAILABLE
+        }
+    }
+}
+
+/// What the decisions after DATA need from the message's header block.
+struct HeaderFacts {
+    from: Option<Mailbox>,
+    message_id: Option<String>,
+    /// In-Reply-To and References.
+    referenced: Vec<String>,
+}
+
+impl HeaderFacts {
+    fn read(raw: &[u8]) -> Option<Self> {
+        let message = rewrite::parse(raw)?;
+        let from = message
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address.as_deref())
+            .and_then(|a| Mailbox::parse(a).ok());
+        Some(Self {
+            from,
+            message_id: message.message_id().map(str::to_owned),
+            referenced: rewrite::referenced_ids(&message).into_iter().map(str::to_owned).collect(),
+        })
+    }
+}
+
+/// One copy to write per recipient: its plan, ids and envelope recipient.
+type Copy = (Plan, IdMap, Mailbox);
+
+/// Rewrites every copy from one parse of the message (on the blocking pool).
+fn rewrite_copies(
+    raw: &[u8],
+    copies: Vec<Copy>,
+) -> Vec<(Result<Vec<u8>, rewrite::RewriteError>, IdMap, Mailbox)> {
+    let message = rewrite::parse(raw);
+    copies
+        .into_iter()
+        .map(|(plan, idmap, rcpt_to)| {
+            let bytes = match &message {
+                Some(m) => rewrite::rewrite(m, raw, &plan, &idmap),
+                None => Err(rewrite::RewriteError::Unparseable),
+            };
+            (bytes, idmap, rcpt_to)
+        })
+        .collect()
+}
+
+/// Runs `f` over the message on tokio's blocking pool, so the async workers keep serving
+/// other sessions. None if it panicked (the message is then refused, not lost: no 250).
+async fn off_runtime<T: Send + 'static>(
+    raw: Arc<Vec<u8>>,
+    f: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(move || f(&raw)).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warn!(error = %e, "parsing or rewriting a message failed");
+            None
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod cert;
 pub mod dns;
+pub mod session;
 pub mod sink;
 pub mod smtp_client;
 

@@ -1,0 +1,161 @@
+//! What a session asks of the rest of the relay: who an address is, whether a login is
+//! good, and to take a complete message. The session's state machine is the same over any
+//! `Backend`; the relay's own is `Context` (the store and the queue), and the protocol tests
+//! put an in-memory one behind the session so limits, pipelining and smuggling are tested
+//! in milliseconds without a database.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::Context;
+use super::reply::{self, Reply};
+use super::transaction::{self, BounceTarget, Recipient, Transaction};
+use crate::address::{Mailbox, StoreId};
+use crate::auth::Refusal;
+use crate::store::{StoreError, threads};
+
+/// The session's view of the relay.
+pub trait Backend: Send + Sync + 'static {
+    /// The thread an alias local part belongs to, whatever its status (the session decides
+    /// what an inactive thread gets); None if no thread has it.
+    fn find_alias(&self, local: &str) -> impl Future<Output = Result<Option<Recipient>, StoreError>> + Send;
+
+    /// The message the relay sent that a VERP bounce address names, if it sent it.
+    fn find_bounce(
+        &self,
+        queue_id: &str,
+    ) -> impl Future<Output = Result<Option<BounceTarget>, StoreError>> + Send;
+
+    /// The store a submission login belongs to, if the password is right.
+    fn verify_login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<Option<StoreId>, StoreError>> + Send;
+
+    /// Records an attempt by someone who is not the thread's party.
+    fn record_refusal(
+        &self,
+        rcpt: &Recipient,
+        refusal: Refusal,
+        stage: &'static str,
+        sender: Option<&Mailbox>,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Records mail to a revoked, paused, expired or erased alias by someone who is not
+    /// the thread's party: the alias was known to one store only, so it is still leak
+    /// evidence, though the mail is refused like an unknown alias.
+    fn record_inactive(&self, rcpt: &Recipient, sender: Option<&Mailbox>) -> impl Future<Output = ()> + Send;
+
+    /// Everything after the end of DATA: the reply to it. A positive reply means the
+    /// message is durably stored.
+    fn accept(
+        &self,
+        tx: &Transaction,
+        message: Vec<u8>,
+        peer: IpAddr,
+        helo: &str,
+    ) -> impl Future<Output = Reply> + Send;
+}
+
+impl Backend for Context {
+    async fn find_alias(&self, local: &str) -> Result<Option<Recipient>, StoreError> {
+        let found = threads::find_by_alias(&self.db, local).await?;
+        Ok(found.map(|(thread, side, store)| Recipient { thread, side, store }))
+    }
+
+    async fn find_bounce(&self, queue_id: &str) -> Result<Option<BounceTarget>, StoreError> {
+        let db = &self.db;
+        let Some((thread_id, direction)) = crate::queue::find_sent(db, queue_id).await? else {
+            return Ok(None);
+        };
+        let found = async {
+            let thread = threads::get(db, &thread_id).await?;
+            let store = crate::store::stores::get_any(db, &thread.store_id).await?;
+            Ok::<_, StoreError>(BounceTarget { queue_id: queue_id.to_owned(), thread, store, direction })
+        };
+        match found.await {
+            Ok(t) => Ok(Some(t)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn verify_login(&self, user: &str, password: &str) -> Result<Option<StoreId>, StoreError> {
+        crate::store::credentials::verify(&self.db, user, password).await
+    }
+
+    async fn record_refusal(
+        &self,
+        rcpt: &Recipient,
+        refusal: Refusal,
+        stage: &'static str,
+        sender: Option<&Mailbox>,
+    ) {
+        transaction::record_refusal(self, rcpt, refusal, stage, sender).await
+    }
+
+    async fn record_inactive(&self, rcpt: &Recipient, sender: Option<&Mailbox>) {
+        crate::leak::record_inactive_attempt(&self.db, &rcpt.thread, rcpt.side, &rcpt.store, sender).await
+    }
+
+    async fn accept(&self, tx: &Transaction, message: Vec<u8>, peer: IpAddr, helo: &str) -> Reply {
+        let copies = tx.recipients.len() + 1;
+        let Ok(_room) = self.rewrite_memory.acquire(message.len().saturating_mul(copies)).await else {
+            return reply::STORAGE_UNAVAILABLE;
+        };
+        transaction::accept(self, tx, Arc::new(message), peer, helo).await
+    }
+}
+
+/// Bounds the bytes of messages being parsed, rewritten and enqueued at once: each holds
+/// its raw bytes and one rewritten copy per recipient until it is committed, so ten 25 MB
+/// messages at once would otherwise hold well over a gigabyte. A message waits for room
+/// (its session is simply slower to get its reply); one larger than the whole budget is
+/// let through alone.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    kib: tokio::sync::Semaphore,
+    total_kib: u32,
+}
+
+impl MemoryBudget {
+    pub fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1);
+        Self { kib: tokio::sync::Semaphore::new(total_kib as usize), total_kib }
+    }
+
+    /// Room for `bytes`, held until the permit is dropped.
+    pub async fn acquire(
+        &self,
+        bytes: usize,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, tokio::sync::AcquireError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.total_kib);
+        self.kib.acquire_many(kib).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryBudget;
+
+    #[tokio::test]
+    async fn messages_wait_for_room_and_a_huge_one_goes_alone() {
+        let budget = MemoryBudget::new(10 * 1024);
+        let a = budget.acquire(6 * 1024).await.unwrap();
+        // 6 + 6 > 10: the second waits until the first is done.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), budget.acquire(6 * 1024))
+                .await
+                .is_err()
+        );
+        drop(a);
+        let b = budget.acquire(6 * 1024).await.unwrap();
+        drop(b);
+        // Larger than the budget: capped to the whole of it, never waits for ever.
+        let huge = budget.acquire(1 << 30).await.unwrap();
+        assert_eq!(budget.kib.available_permits(), 0);
+        drop(huge);
+    }
+}
