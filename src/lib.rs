@@ -2,12 +2,14 @@
 //! listener → session → (authorize, rewrite) → queue → delivery.
 
 pub mod address;
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod queue;
+pub mod records;
 pub mod rewrite;
 pub mod server;
 pub mod shutdown;

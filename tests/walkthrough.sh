@@ -3,10 +3,10 @@
 # a message sent with Python's smtplib, and checks what the sink printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${MASKRELAY_BIN:-}" ]; then
+if [ -z "${MRTEST_BIN:-}" ]; then
   cargo build --quiet --bin maskrelay
 fi
-BIN=${MASKRELAY_BIN:-${CARGO_TARGET_DIR:-target}/debug/maskrelay}
+BIN=${MRTEST_BIN:-${CARGO_TARGET_DIR:-target}/debug/maskrelay}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

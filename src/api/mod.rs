@@ -30,8 +30,22 @@ pub struct ApiState {
 
 pub type AppState = Arc<ApiState>;
 
-/// Every route of the SPEC.
+/// Every route of the SPEC on one listener: the operator API and the shopper pages.
 pub fn router(state: AppState) -> Router {
+    operator_routes(&state)
+        .merge(shopper_routes())
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(state)
+}
+
+/// Only the shopper pages (`/r/…`), for `api.public_listen`: what a reverse proxy may
+/// publish to the internet while the operator API stays on a private address.
+pub fn public_router(state: AppState) -> Router {
+    shopper_routes().fallback(|| async { ApiError::not_found("route") }).with_state(state)
+}
+
+/// The operator routes (bearer token), health and metrics.
+fn operator_routes(state: &AppState) -> Router<AppState> {
     let operator = Router::new()
         .route("/v1/stores", post(stores::create).get(stores::list))
         .route("/v1/stores/{id}", get(stores::get).patch(stores::update).delete(stores::delete))
@@ -50,9 +64,11 @@ pub fn router(state: AppState) -> Router {
         .merge(operator)
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
-        .route("/r/{token}", get(revoke_page::show).post(revoke_page::confirm))
-        .fallback(|| async { ApiError::not_found("route") })
-        .with_state(state)
+}
+
+/// The shopper's pages: no token, the revoke token in the path is the credential.
+fn shopper_routes() -> Router<AppState> {
+    Router::new().route("/r/{token}", get(revoke_page::show).post(revoke_page::confirm))
 }
 
 async fn require_token(
