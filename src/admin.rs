@@ -127,14 +127,11 @@ pub struct Backup {
 /// privacy key: sealed values are copied sealed.
 pub async fn backup_sqlite(url: &str, target: &Path) -> Result<Backup, AdminError> {
     use sqlx::Connection as _;
-    let source = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| {
-            AdminError::Backup(
-                "database.url is not SQLite: back PostgreSQL up with pg_dump (README, \"Backups\")".into(),
-            )
-        })?;
+    let source = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).ok_or_else(|| {
+        AdminError::Backup(
+            "database.url is not SQLite: back PostgreSQL up with pg_dump (README, \"Backups\")".into(),
+        )
+    })?;
     let source = source.split('?').next().unwrap_or(source);
     if !Path::new(source).exists() {
         return Err(AdminError::Backup(format!("database.url: {source} does not exist")));
@@ -152,9 +149,10 @@ pub async fn backup_sqlite(url: &str, target: &Path) -> Result<Backup, AdminErro
             .await
             .map_err(|e| AdminError::Backup(format!("VACUUM INTO {}: {e}", target.display())))?;
         conn.close().await.ok();
-        let mut copy = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", target.display()))
-            .await
-            .map_err(|e| AdminError::Backup(format!("opening the copy: {e}")))?;
+        let mut copy =
+            sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", target.display()))
+                .await
+                .map_err(|e| AdminError::Backup(format!("opening the copy: {e}")))?;
         let (verdict,): (String,) = sqlx::query_as("PRAGMA integrity_check")
             .fetch_one(&mut copy)
             .await

@@ -563,7 +563,13 @@ impl Schema {
     /// The raw text as the kind of value the key takes: text keys take it as it is (a
     /// digit-only password stays text), typed keys must parse as their type. None unsets an
     /// optional key (an empty value).
-    fn value(&self, var: &str, section: &str, key: &str, raw: &str) -> Result<Option<toml::Value>, ConfigError> {
+    fn value(
+        &self,
+        var: &str,
+        section: &str,
+        key: &str,
+        raw: &str,
+    ) -> Result<Option<toml::Value>, ConfigError> {
         use serde_json::Value as J;
         let err = |expected: &str| ConfigError::Env {
             var: var.to_owned(),
@@ -674,8 +680,11 @@ mod tests {
         assert_eq!(c.dns.nameservers, vec!["127.0.0.1:5353", "127.0.0.1:5354"]);
         assert_eq!(c.log.format, LogFormat::Json);
         // An empty value unsets an optional key.
-        let c = Config::from_toml_and_env("[api]\ntoken = \"0123456789abcdef0123\"\n", env(&[("MASKRELAY_API_TOKEN", "")]))
-            .unwrap();
+        let c = Config::from_toml_and_env(
+            "[api]\ntoken = \"0123456789abcdef0123\"\n",
+            env(&[("MASKRELAY_API_TOKEN", "")]),
+        )
+        .unwrap();
         assert_eq!(c.api.token, None);
     }
 
@@ -684,10 +693,17 @@ mod tests {
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_SMPT_LISTEN", "127.0.0.1:25")])).unwrap_err();
         assert!(e.to_string().contains("MASKRELAY_SMPT_LISTEN") && e.to_string().contains("\"smpt\""), "{e}");
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_REQUIRE_POSTGRES", "1")])).unwrap_err();
-        assert!(e.to_string().contains("MASKRELAY_REQUIRE_POSTGRES") && e.to_string().contains("MRTEST_"), "{e}");
+        assert!(
+            e.to_string().contains("MASKRELAY_REQUIRE_POSTGRES") && e.to_string().contains("MRTEST_"),
+            "{e}"
+        );
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_SMTP_MAX_RECIPIENTS", "many")])).unwrap_err();
-        assert!(e.to_string().contains("smtp.max_recipients") && e.to_string().contains("whole number"), "{e}");
-        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MAX_QUEUE_DAYS", "soon")])).unwrap_err();
+        assert!(
+            e.to_string().contains("smtp.max_recipients") && e.to_string().contains("whole number"),
+            "{e}"
+        );
+        let e =
+            Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MAX_QUEUE_DAYS", "soon")])).unwrap_err();
         assert!(e.to_string().contains("egress.max_queue_days"), "{e}");
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_LOG_LEVEL", "info,=[")])).unwrap_err();
         assert!(e.to_string().contains("log.level"), "{e}");
@@ -699,22 +715,30 @@ mod tests {
     fn revoke_links_need_a_public_url_when_listening_everywhere() {
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_API_LISTEN", "0.0.0.0:8080")])).unwrap_err();
         assert!(e.to_string().contains("api.public_url") && e.to_string().contains("0.0.0.0"), "{e}");
-        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_API_PUBLIC_LISTEN", "[::]:8081")])).unwrap_err();
+        let e =
+            Config::from_toml_and_env("", env(&[("MASKRELAY_API_PUBLIC_LISTEN", "[::]:8081")])).unwrap_err();
         assert!(e.to_string().contains("api.public_url"), "{e}");
         // The operator API on every interface, shopper pages on loopback: links go there.
         let c = Config::from_toml_and_env(
             "",
-            env(&[("MASKRELAY_API_LISTEN", "0.0.0.0:8080"), ("MASKRELAY_API_PUBLIC_LISTEN", "127.0.0.1:8081")]),
+            env(&[
+                ("MASKRELAY_API_LISTEN", "0.0.0.0:8080"),
+                ("MASKRELAY_API_PUBLIC_LISTEN", "127.0.0.1:8081"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.public_url(), "http://127.0.0.1:8081");
         let c = Config::from_toml_and_env(
             "",
-            env(&[("MASKRELAY_API_LISTEN", "0.0.0.0:8080"), ("MASKRELAY_API_PUBLIC_URL", "https://relay.example/")]),
+            env(&[
+                ("MASKRELAY_API_LISTEN", "0.0.0.0:8080"),
+                ("MASKRELAY_API_PUBLIC_URL", "https://relay.example/"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.public_url(), "https://relay.example");
-        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_API_PUBLIC_URL", "relay.example")])).unwrap_err();
+        let e =
+            Config::from_toml_and_env("", env(&[("MASKRELAY_API_PUBLIC_URL", "relay.example")])).unwrap_err();
         assert!(e.to_string().contains("api.public_url"), "{e}");
     }
 

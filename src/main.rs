@@ -246,12 +246,23 @@ fn init_logging(log: &maskrelay::config::Log) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Init { domain, ip, smarthost, dmarc_rua, owner, out, force, dkim_key, dkim_algorithm, privacy_key } =
-        &cli.command
+    if let Command::Init {
+        domain,
+        ip,
+        smarthost,
+        dmarc_rua,
+        owner,
+        out,
+        force,
+        dkim_key,
+        dkim_algorithm,
+        privacy_key,
+    } = &cli.command
     {
         init_logging(&maskrelay::config::Log::default());
         let files = InitFiles { out, dkim_key, privacy_key, force: *force };
-        let dns = InitDns { domain, ip: *ip, smarthost: smarthost.as_deref(), dmarc_rua: dmarc_rua.as_deref() };
+        let dns =
+            InitDns { domain, ip: *ip, smarthost: smarthost.as_deref(), dmarc_rua: dmarc_rua.as_deref() };
         init(&dns, &files, *dkim_algorithm, owner.as_deref())?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -482,11 +493,15 @@ fn init(
     {
         bail!("--smarthost: {s:?} is not host:port");
     }
-    let rua = dns.dmarc_rua.map(str::to_owned).unwrap_or_else(|| maskrelay::records::default_dmarc_rua(domain));
+    let rua =
+        dns.dmarc_rua.map(str::to_owned).unwrap_or_else(|| maskrelay::records::default_dmarc_rua(domain));
     let rua = rua.trim_start_matches("mailto:").to_owned();
-    let rua_mailbox = Mailbox::parse(&rua).map_err(|_| anyhow::anyhow!("--dmarc-rua: {rua:?} is not an email address"))?;
+    let rua_mailbox =
+        Mailbox::parse(&rua).map_err(|_| anyhow::anyhow!("--dmarc-rua: {rua:?} is not an email address"))?;
     if rua_mailbox.domain().eq_ignore_ascii_case(domain) {
-        bail!("--dmarc-rua: {rua} is in the relay domain, which takes mail for aliases only: give an address you read");
+        bail!(
+            "--dmarc-rua: {rua} is in the relay domain, which takes mail for aliases only: give an address you read"
+        );
     }
     #[cfg(unix)]
     let owner = owner.map(maskrelay::admin::lookup_user).transpose()?;
@@ -533,7 +548,14 @@ fn init(
         for path in [out, dkim_key, privacy_key] {
             maskrelay::admin::give_to(path, owner)?;
         }
-        eprintln!("Gave {}, {} and {} to uid {} gid {}.", out.display(), dkim_key.display(), privacy_key.display(), owner.0, owner.1);
+        eprintln!(
+            "Gave {}, {} and {} to uid {} gid {}.",
+            out.display(),
+            dkim_key.display(),
+            privacy_key.display(),
+            owner.0,
+            owner.1
+        );
     }
     let plan = maskrelay::records::Plan {
         domain: domain.to_owned(),
@@ -566,18 +588,24 @@ async fn health(config: &Config, url: Option<String>) -> Result<ExitCode> {
 /// `maskrelay check dns`: every record, and exit 1 if any is missing or wrong.
 async fn check_dns(config: &Config, ip: Option<std::net::IpAddr>) -> Result<ExitCode> {
     use maskrelay::records::{Plan, Status};
-    let (signer, _) = maskrelay::delivery::dkim::Signer::from_config(&config.dkim, &config.relay.domain, false)
-        .context("the DKIM key (serve generates one on first start; init writes one)")?;
+    let (signer, _) =
+        maskrelay::delivery::dkim::Signer::from_config(&config.dkim, &config.relay.domain, false)
+            .context("the DKIM key (serve generates one on first start; init writes one)")?;
     let plan = Plan {
         domain: config.relay.domain.clone(),
         host: config.smtp_hostname().to_owned(),
         ip,
         egress: config.egress.mode,
         dkim: signer.records(),
-        dmarc_rua: None,
+        // Only for the record it suggests: any rua outside the relay domain passes.
+        dmarc_rua: Some(maskrelay::records::default_dmarc_rua(&config.relay.domain)),
     };
     let resolver = maskrelay::dns::resolver(&config.dns.nameservers)?;
-    let servers = if config.dns.nameservers.is_empty() { "the system resolver".to_owned() } else { config.dns.nameservers.join(", ") };
+    let servers = if config.dns.nameservers.is_empty() {
+        "the system resolver".to_owned()
+    } else {
+        config.dns.nameservers.join(", ")
+    };
     println!("Checking the records of {} through {servers}:", config.relay.domain);
     let findings = plan.check(&resolver).await;
     for f in &findings {
@@ -599,17 +627,25 @@ fn config_check(config: &Config) -> Result<ExitCode> {
     let mut problems = Vec::new();
     if let Err(e) = maskrelay::store::Vault::from_config(&config.privacy, false) {
         if config.privacy.keys.is_empty() && !std::path::Path::new(&config.privacy.key_file).exists() {
-            eprintln!("note: privacy.key_file {} does not exist yet; serve creates it on first start", config.privacy.key_file);
+            eprintln!(
+                "note: privacy.key_file {} does not exist yet; serve creates it on first start",
+                config.privacy.key_file
+            );
         } else {
             problems.push(e.to_string());
         }
     }
     if std::path::Path::new(&config.dkim.private_key_path).exists() {
-        if let Err(e) = maskrelay::delivery::dkim::Signer::from_config(&config.dkim, &config.relay.domain, false) {
+        if let Err(e) =
+            maskrelay::delivery::dkim::Signer::from_config(&config.dkim, &config.relay.domain, false)
+        {
             problems.push(e.to_string());
         }
     } else {
-        eprintln!("note: dkim.private_key_path {} does not exist yet; serve generates an RSA-2048 key", config.dkim.private_key_path);
+        eprintln!(
+            "note: dkim.private_key_path {} does not exist yet; serve generates an RSA-2048 key",
+            config.dkim.private_key_path
+        );
     }
     if let (Some(cert), Some(key)) = (&config.smtp.tls_cert_path, &config.smtp.tls_key_path)
         && let Err(e) = maskrelay::smtp::tls::acceptor(cert, key)

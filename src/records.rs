@@ -208,18 +208,14 @@ impl Plan {
             let strings = txt_strings(&key.text);
             let _ = writeln!(
                 z,
-                "; DKIM, selector {}: one TXT record of {} string(s) of at most 255 bytes, which\n\
-                 ; receivers join; paste it whole (a provider's form may want the strings joined).",
+                "; DKIM, selector {}: one TXT record of {} quoted string(s) of at most 255 bytes\n\
+                 ; each, which receivers join; paste the line whole.",
                 key.selector,
                 strings.len()
             );
+            // One line (no parentheses): some zone parsers and every provider form take it.
             let quoted: Vec<String> = strings.iter().map(|s| format!("\"{s}\"")).collect();
-            let _ = writeln!(
-                z,
-                "{}._domainkey.{domain}  {TTL} IN TXT ( {} )",
-                key.selector,
-                quoted.join("\n    ")
-            );
+            let _ = writeln!(z, "{}._domainkey.{domain}  {TTL} IN TXT {}", key.selector, quoted.join(" "));
         }
         let _ = writeln!(
             z,
@@ -259,7 +255,11 @@ impl Plan {
                     .collect();
                 let listed = mxs.iter().map(|(p, h)| format!("{p} {h}")).collect::<Vec<_>>().join(", ");
                 if mxs.iter().any(|(_, h)| h.trim_end_matches('.').is_empty()) {
-                    out.push(finding(Status::Wrong, &record, format!("null MX ({listed}): the domain takes no mail; {want}")));
+                    out.push(finding(
+                        Status::Wrong,
+                        &record,
+                        format!("null MX ({listed}): the domain takes no mail; {want}"),
+                    ));
                 } else if mxs.is_empty() {
                     out.push(finding(Status::Missing, &record, want));
                 } else if mxs.iter().any(|(_, h)| same_name(h, &self.host)) {
@@ -268,10 +268,16 @@ impl Plan {
                     out.push(finding(
                         Status::Warn,
                         &record,
-                        format!("points at {listed}, not at {} (fine if that host reaches this relay)", self.host),
+                        format!(
+                            "points at {listed}, not at {} (fine if that host reaches this relay)",
+                            self.host
+                        ),
                     ));
                 }
-                for (_, target) in mxs.iter().filter(|(_, h)| !same_name(h, &self.host) && !h.trim_end_matches('.').is_empty()) {
+                for (_, target) in mxs
+                    .iter()
+                    .filter(|(_, h)| !same_name(h, &self.host) && !h.trim_end_matches('.').is_empty())
+                {
                     if lookup_ips(resolver, target).await.is_empty() {
                         out.push(finding(
                             Status::Missing,
@@ -292,7 +298,11 @@ impl Plan {
             (true, ip) => out.push(finding(
                 Status::Missing,
                 &record,
-                format!("publish {} IN A {}", fqdn(&self.host), ip.map_or(PLACEHOLDER_IP.to_owned(), |i| i.to_string())),
+                format!(
+                    "publish {} IN A {}",
+                    fqdn(&self.host),
+                    ip.map_or(PLACEHOLDER_IP.to_owned(), |i| i.to_string())
+                ),
             )),
             (false, Some(ip)) if !ips.contains(&ip) => out.push(finding(
                 Status::Wrong,
@@ -376,7 +386,13 @@ impl Plan {
         let text = match found.as_slice() {
             [] => return out.push(finding(Status::Missing, &record, want)),
             [one] => one.clone(),
-            _ => return out.push(finding(Status::Wrong, &record, format!("{} DMARC records; keep one: {want}", found.len()))),
+            _ => {
+                return out.push(finding(
+                    Status::Wrong,
+                    &record,
+                    format!("{} DMARC records; keep one: {want}", found.len()),
+                ));
+            }
         };
         let t = tags(&text);
         let rua = tag(&t, "rua").unwrap_or("");
@@ -412,7 +428,10 @@ impl Plan {
             Ok(list) => list,
             Err(e) => return out.push(finding(Status::Wrong, &record, format!("lookup failed: {e}"))),
         };
-        let publish = format!("publish the record `maskrelay init` printed ({} bytes, split into strings)", key.text.len());
+        let publish = format!(
+            "publish the record `maskrelay init` printed ({} bytes, split into strings)",
+            key.text.len()
+        );
         let Some(text) = found.iter().find(|t| tag(&tags(t), "p").is_some()) else {
             return out.push(finding(Status::Missing, &record, publish));
         };
@@ -424,7 +443,10 @@ impl Plan {
             return out.push(finding(
                 Status::Wrong,
                 &record,
-                format!("publishes a different key (k={}, p=…{tail}) than the relay signs with; {publish}", key_type(&got)),
+                format!(
+                    "publishes a different key (k={}, p=…{tail}) than the relay signs with; {publish}",
+                    key_type(&got)
+                ),
             ));
         }
         out.push(finding(Status::Ok, &record, format!("k={} key matches the relay's", key_type(&got))));
@@ -458,7 +480,9 @@ impl Plan {
                     out.push(finding(Status::Wrong, &record, format!("names {}; {want}", names.join(", "))));
                 }
             }
-            Err(e) if e.is_nx_domain() || e.is_no_records_found() => out.push(finding(Status::Missing, &record, want)),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => {
+                out.push(finding(Status::Missing, &record, want))
+            }
             Err(e) => out.push(finding(Status::Wrong, &record, format!("lookup failed: {e}"))),
         }
     }
@@ -486,9 +510,9 @@ async fn txt(resolver: &TokioResolver, name: &str) -> Result<Vec<String>, String
             .answers()
             .iter()
             .filter_map(|r| match &r.data {
-                RData::TXT(t) => {
-                    Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>())
-                }
+                RData::TXT(t) => Some(
+                    t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>(),
+                ),
                 _ => None,
             })
             .collect()),

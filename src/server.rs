@@ -237,7 +237,12 @@ impl Relay {
         let state = Arc::new(ApiState { config: config.clone(), db: db.clone(), token: api_token.clone() });
         tasks.spawn(serve_http("api.listen", api_listener, api::router(state.clone()), shutdown.clone()));
         if let Some(listener) = public_listener {
-            tasks.spawn(serve_http("api.public_listen", listener, api::public_router(state), shutdown.clone()));
+            tasks.spawn(serve_http(
+                "api.public_listen",
+                listener,
+                api::public_router(state),
+                shutdown.clone(),
+            ));
         }
         info!(smtp = %smtp_addr, api = %api_addr, public = ?public_addr, domain = %config.relay.domain, "maskrelay running");
         Ok(Self {
@@ -274,7 +279,8 @@ impl Relay {
         }
         match Vault::from_config(&fresh.privacy, false) {
             Ok((vault, _)) => {
-                let candidate = Db { pool: self.db.pool.clone(), backend: self.db.backend, vault: Arc::new(vault) };
+                let candidate =
+                    Db { pool: self.db.pool.clone(), backend: self.db.backend, vault: Arc::new(vault) };
                 match crate::store::rekey::check(&candidate).await {
                     Ok(()) => {
                         self.db.vault.replace(&candidate.vault);
@@ -311,8 +317,14 @@ impl Relay {
 }
 
 /// Serves one HTTP listener until shutdown.
-async fn serve_http(key: &'static str, listener: TcpListener, router: axum::Router, mut shutdown: shutdown::Shutdown) {
-    let served = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await;
+async fn serve_http(
+    key: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    mut shutdown: shutdown::Shutdown,
+) {
+    let served =
+        axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await;
     if let Err(e) = served {
         warn!(listener = key, error = %e, "HTTP server stopped");
     }

@@ -123,7 +123,9 @@ async fn serve_generates_rsa_and_adds_ed25519_when_configured() {
     relay.acme().await;
     let alias = relay.thread("order-ed").await["shopper_alias"].as_str().unwrap().to_owned();
     let mut c = Client::ready(relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "two", "body")).await;
+    let r = c
+        .send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "two", "body"))
+        .await;
     assert_eq!(r.code, 250, "{}", r.text);
     let got = sink.wait_for(1, WAIT).await;
     let text = String::from_utf8_lossy(&got[0].data);
@@ -151,7 +153,7 @@ fn init_writes_config_and_key_and_prints_records() {
         "relay.example.org.  3600 IN MX  10 relay.example.org.",
         "relay.example.org.  3600 IN TXT \"v=spf1 a:relay.example.org -all\"",
         "_dmarc.relay.example.org.  3600 IN TXT \"v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:dmarc-reports@example.org\"",
-        "maskrelay._domainkey.relay.example.org.  3600 IN TXT ( \"v=DKIM1; k=ed25519; p=",
+        "maskrelay._domainkey.relay.example.org.  3600 IN TXT \"v=DKIM1; k=ed25519; p=",
         "10.2.0.192.in-addr.arpa.  3600 IN PTR relay.example.org.",
     ] {
         assert!(text.contains(record), "{record} missing:\n{text}");

@@ -166,12 +166,22 @@ async fn refused_shopper_reply_records_no_domains() {
     let w = world().await;
     let (s, thread) = w
         .relay
-        .api("POST", "/v1/threads", Some(json!({"order": "o-2", "store": "acme", "shopper": {"email": "jane@shopper.example"}})))
+        .api(
+            "POST",
+            "/v1/threads",
+            Some(json!({"order": "o-2", "store": "acme", "shopper": {"email": "jane@shopper.example"}})),
+        )
         .await;
     assert_eq!(s, 201, "{thread}");
     let store_alias = thread["store_alias"].as_str().unwrap().to_owned();
     let mut c = Client::ready(w.relay.smtp()).await;
-    let r = c.send("jane@shopper.example", &[&store_alias], &message("jane@shopper.example", &store_alias, "re", "x")).await;
+    let r = c
+        .send(
+            "jane@shopper.example",
+            &[&store_alias],
+            &message("jane@shopper.example", &store_alias, "re", "x"),
+        )
+        .await;
     assert_eq!(r.code, 550, "{}", r.text);
     let events = w.relay.wait_for_events("unauthorized_sender", 1).await;
     assert_eq!(events[0]["detail"]["reason"], "not_authenticated");

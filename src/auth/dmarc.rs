@@ -183,7 +183,10 @@ impl DmarcVerifier {
                         }
                     })
                     .collect(),
-                dmarc: Some(DmarcReport { result: dmarc_word(&dmarc.result()), policy: policy_word(dmarc.policy()) }),
+                dmarc: Some(DmarcReport {
+                    result: dmarc_word(&dmarc.result()),
+                    policy: policy_word(dmarc.policy()),
+                }),
                 problem: None,
             })
         };

@@ -89,7 +89,11 @@ impl Signer {
             }
             let key = load_key(ED25519_KEY, path, domain, &dkim.ed25519_selector())?;
             if key.kind != Algorithm::Ed25519 {
-                return Err(DkimError::Key { key: ED25519_KEY, path: ed.clone(), problem: "not an Ed25519 key".into() });
+                return Err(DkimError::Key {
+                    key: ED25519_KEY,
+                    path: ed.clone(),
+                    problem: "not an Ed25519 key".into(),
+                });
             }
             keys.push(key);
         }

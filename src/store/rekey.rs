@@ -72,7 +72,9 @@ pub async fn check(db: &Db) -> Result<(), StoreError> {
         .await?
         .try_get("sealed")?;
     db.vault.open_text(Field::KeyringCheck, CHECK_ROW, &stored).map_err(|e| match e {
-        VaultError::Damaged => StoreError::Corrupt("keyring_check does not open with the configured privacy keys".into()),
+        VaultError::Damaged => {
+            StoreError::Corrupt("keyring_check does not open with the configured privacy keys".into())
+        }
         other => StoreError::Sealed(other),
     })?;
     for table in TABLES {

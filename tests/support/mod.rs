@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod dns;
+pub mod process;
 pub mod sink;
 pub mod smtp_client;
 
@@ -94,6 +95,11 @@ pub static DKIM_PEM: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| 
     maskrelay::delivery::dkim::generate(&path, maskrelay::delivery::dkim::Algorithm::Rsa).expect("RSA key");
     std::fs::read(&path).expect("read DKIM key")
 });
+
+/// A random lowercase name for files and databases of one test.
+pub fn random_name() -> String {
+    maskrelay::address::random_token(10)
+}
 
 /// The privacy key of this test process: random, never a constant in the source.
 pub static PRIVACY_KEY: std::sync::LazyLock<String> =
