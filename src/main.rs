@@ -1,7 +1,6 @@
 //! The `maskrelay` command: parse arguments, load config, call into the library.
 
 use std::path::PathBuf;
-
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};

@@ -10,7 +10,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${CARGO_TARGET_DIR:-$root/target}/release/maskrelay
-[ -x "$bin" ] || (cd "$root" && cargo build --quiet --locked --release --bin maskrelay)
+(cd "$root" && cargo build --quiet --locked --release --bin maskrelay)
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
 pg=(psql -h 127.0.0.1 -U postgres -d test -qAt)
 "${pg[@]}" -c 'SELECT 1' >/dev/null 2>&1 || {
@@ -19,7 +19,7 @@ pg=(psql -h 127.0.0.1 -U postgres -d test -qAt)
   exit 0
 }
 scratch=$(mktemp -d)
-db=maskrelay_compose_$(tr -dc a-z0-9 </dev/urandom | head -c 10)
+db=maskrelay_compose_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -10,7 +10,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${CARGO_TARGET_DIR:-$root/target}/release/maskrelay
-[ -x "$bin" ] || (cd "$root" && cargo build --quiet --locked --release --bin maskrelay)
+(cd "$root" && cargo build --quiet --locked --release --bin maskrelay)
 scratch=$(mktemp -d)
 chmod 755 "$scratch"
 pid=""
