@@ -304,38 +304,58 @@ async fn smuggling_endings_do_not_end_the_data() {
     let (relay, sink, _dir) = start(|_| {}).await;
     relay.acme().await;
     let (_, alias) = acme_thread(&relay, "order-1").await;
-    let vectors: [&str; 5] = ["\n.\n", "\r.\r", "\r.\n", "\n.\r\n", "\r\n.\r"];
+    // Every ending of the 2023 write-ups that holds no real CR LF . CR LF.
+    let vectors: Vec<&[u8]> = maskrelay::smtp::data::SMUGGLING_ENDINGS
+        .iter()
+        .copied()
+        .filter(|v| !v.windows(5).any(|w| w == b"\r\n.\r\n"))
+        .collect();
+    assert!(vectors.len() >= 20, "{}", vectors.len());
 
     let mut c = Client::ready(relay.smtp()).await;
+    let mut accepted = Vec::new();
     for (i, vector) in vectors.iter().enumerate() {
-        let what = format!("vector {i} {vector:?}");
+        let what = format!("vector {i} {:?}", String::from_utf8_lossy(vector));
         cmd(&mut c, "MAIL FROM:<orders@acme.example>", 250, "2.1.0").await;
         cmd(&mut c, &format!("RCPT TO:<{alias}>"), 250, "2.1.5").await;
         c.cmd("DATA", 354).await;
-        let wire = format!(
+        let mut wire = format!(
             "From: orders@acme.example\r\nTo: {alias}\r\nSubject: outer {i}\r\n\
-             Message-ID: <outer-{i}@mailer.acme.example>\r\n\r\n\
-             Hello Jane.{vector}MAIL FROM:<orders@acme.example>\r\nRCPT TO:<{alias}>\r\nDATA\r\n\
-             From: orders@acme.example\r\nTo: x\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n"
+             Message-ID: <outer-{i}@mailer.acme.example>\r\n\r\nHello Jane."
+        )
+        .into_bytes();
+        wire.extend_from_slice(vector);
+        wire.extend_from_slice(
+            format!(
+                "MAIL FROM:<orders@acme.example>\r\nRCPT TO:<{alias}>\r\nDATA\r\n\
+                 From: orders@acme.example\r\nTo: x\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n"
+            )
+            .as_bytes(),
         );
-        c.send_raw(wire.as_bytes()).await;
+        c.send_raw(&wire).await;
         let end = c.read_reply().await.expect("reply to the end of data");
-        assert_reply(&end, 250, "2.0.0", &what);
+        if vector.contains(&0) {
+            // NUL is refused (a receiver that drops NULs could end the data there).
+            assert_reply(&end, 554, "5.6.0", &what);
+        } else {
+            assert_reply(&end, 250, "2.0.0", &what);
+            accepted.push(format!("outer {i}"));
+        }
         // Exactly one reply for the data: the next one is the NOOP's, not the smuggled
         // MAIL's, RCPT's or DATA's.
         assert_in_step(&mut c, &what).await;
     }
     cmd(&mut c, "QUIT", 221, "2.0.0").await;
 
-    sink.wait_for(vectors.len(), WAIT).await;
+    sink.wait_for(accepted.len(), WAIT).await;
     tokio::time::sleep(QUIET).await;
     let got = sink.delivered();
-    assert_eq!(got.len(), vectors.len(), "one delivery per message: {got:#?}");
-    assert_eq!(sink.attempts(), vectors.len());
+    assert_eq!(got.len(), accepted.len(), "one delivery per accepted message: {got:#?}");
+    assert_eq!(sink.attempts(), accepted.len());
     let mut subjects: Vec<String> = got.iter().map(|d| d.header("Subject").unwrap_or_default()).collect();
     subjects.sort();
-    let expected: Vec<String> = (0..vectors.len()).map(|i| format!("outer {i}")).collect();
-    assert_eq!(subjects, expected, "no delivered message is the smuggled one");
+    accepted.sort();
+    assert_eq!(subjects, accepted, "no delivered message is the smuggled one");
     for d in &got {
         let text = d.text();
         assert_ne!(d.header("Subject").as_deref(), Some("smuggled"), "{text}");

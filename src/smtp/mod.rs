@@ -1,6 +1,7 @@
 //! Inbound SMTP: the MX listener, the per-connection session, the transaction that ends
 //! in the queue, and the replies.
 
+pub mod data;
 pub mod listener;
 pub mod reply;
 pub mod session;

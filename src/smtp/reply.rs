@@ -58,6 +58,10 @@ pub const AUTH_TEMPFAIL: Reply =
     r(451, "4.7.0 Cannot authenticate the sender right now (DNS); please try again later");
 pub const TOO_MANY_RECIPIENTS: Reply =
     r(452, "4.5.3 Too many recipients for one message; send the rest in another");
+pub const NUL_IN_MESSAGE: Reply = r(
+    554,
+    "5.6.0 Message contains a NUL byte, which mail may not contain (RFC 5322 2.1); remove it and send again",
+);
 pub const UNPARSEABLE: Reply = r(554, "5.6.0 Message could not be parsed as RFC 5322 mail");
 pub const CANNOT_REWRITE: Reply =
     r(554, "5.6.0 Message content could not be rewritten without revealing a real address; it was not sent");

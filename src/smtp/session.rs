@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_proto::request::receiver::{DataReceiver, MAX_LINE_LENGTH, RequestReceiver};
+use smtp_proto::request::receiver::{MAX_LINE_LENGTH, RequestReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
 use super::Context;
 use super::Listener;
+use super::data::{DataError, DataReader, Progress};
 use super::reply::{self, Reply};
 use super::transaction::{self, BounceTarget, Recipient, Transaction};
 use crate::address::{Mailbox, Side, StoreId};
@@ -563,42 +564,31 @@ impl Session {
         }
     }
 
-    /// Reads the message after 354 and hands it to the transaction. Only CRLF.CRLF ends
-    /// it (smtp-proto's DataReceiver): `\n.\n`, `\r.\r` and the other smuggling endings of
-    /// 2023 stay inside this message instead of starting a second one.
+    /// Reads the message after 354 and hands it to the transaction. Only CR LF . CR LF
+    /// ends it (see `data`): the smuggling endings of 2023 stay inside this message.
     async fn data(&mut self, tx: Transaction) -> std::io::Result<Reply> {
-        let max = self.ctx.config.smtp.max_message_bytes;
-        let mut receiver = DataReceiver::new();
-        let mut message = Vec::new();
-        // The receiver looks for "\n." after a line end; the CRLF of the DATA command is
-        // that line end for the first line, so ".\r\n" right away ends an empty message
-        // and a leading "." is unstuffed.
-        receiver.ingest(&mut b"\r\n".iter(), &mut message);
-        message.clear();
-        let mut total = 0usize;
+        let mut reader = DataReader::new(self.ctx.config.smtp.max_message_bytes);
         loop {
-            let mut iter = self.input.iter();
-            let before = message.len();
-            let done = receiver.ingest(&mut iter, &mut message);
-            let consumed = self.input.len() - iter.as_slice().len();
-            self.input.drain(..consumed);
-            total += message.len().saturating_sub(before);
-            if total > max {
-                // Keep reading to the end so the session stays in step, but keep nothing.
-                message.clear();
-            }
-            if done {
-                break;
-            }
-            if !self.fill().await? {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            match reader.feed(&self.input) {
+                Progress::End { consumed } => {
+                    self.input.drain(..consumed);
+                    break;
+                }
+                Progress::More => {
+                    self.input.clear();
+                    if !self.fill().await? {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
             }
         }
-        if total > max {
-            return Ok(reply::TOO_BIG);
+        match reader.finish() {
+            Ok(message) => {
+                Ok(transaction::accept(&self.ctx, &tx, &message, self.peer.ip(), &self.helo).await)
+            }
+            Err(DataError::TooBig) => Ok(reply::TOO_BIG),
+            Err(DataError::Nul) => Ok(reply::NUL_IN_MESSAGE),
         }
-        let message = normalize_line_endings(message);
-        Ok(transaction::accept(&self.ctx, &tx, &message, self.peer.ip(), &self.helo).await)
     }
 }
 
@@ -614,42 +604,4 @@ fn decode_b64(b64: &str) -> Option<String> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
     String::from_utf8(bytes).ok()
-}
-
-/// Bare CR and bare LF become CRLF, as Postfix's `smtpd_forbid_bare_newline = normalize`
-/// does: what the relay stores and sends is always canonical CRLF text, so no receiver
-/// down the line can read a line ending differently from us.
-fn normalize_line_endings(input: Vec<u8>) -> Vec<u8> {
-    let needs = input.windows(2).any(|w| (w[0] == b'\r') != (w[1] == b'\n'))
-        || input.first() == Some(&b'\n')
-        || input.last() == Some(&b'\r');
-    if !needs {
-        return input;
-    }
-    let mut out = Vec::with_capacity(input.len() + 64);
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'\r' if input.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 2;
-                continue;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize_line_endings;
-
-    #[test]
-    fn bare_line_endings_become_crlf() {
-        assert_eq!(normalize_line_endings(b"a\r\nb\nc\rd\r\n".to_vec()), b"a\r\nb\r\nc\r\nd\r\n");
-        assert_eq!(normalize_line_endings(b"ok\r\n".to_vec()), b"ok\r\n");
-    }
 }
