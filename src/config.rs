@@ -487,8 +487,14 @@ fn check_public_url(url: &str) -> Result<(), ConfigError> {
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
         .ok_or_else(|| invalid("api.public_url", format!("{url:?} must start with https:// or http://")))?;
-    let host = rest.split(['/', ':']).next().unwrap_or("");
-    if host.is_empty() || host == "0.0.0.0" || host == "[" {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // `[v6]:port` keeps its colons inside the brackets.
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    let unspecified = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    if host.is_empty() || unspecified {
         return Err(invalid("api.public_url", format!("{url:?} names no host shoppers can reach")));
     }
     Ok(())
