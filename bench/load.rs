@@ -268,6 +268,7 @@ async fn fixture(db: &Db, domain: &str) -> Result<String> {
             shopper: Mailbox::parse(SHOPPER)?,
             shopper_name: Some("Bench Shopper".into()),
             ttl_days: 30,
+            locale: Default::default(),
         },
         maskrelay::store::audit::Actor::Cli,
     )

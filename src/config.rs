@@ -39,6 +39,8 @@ pub struct Config {
     pub api: Api,
     pub threads: Threads,
     pub privacy: Privacy,
+    pub events: Events,
+    pub webhooks: Webhooks,
     pub log: Log,
 }
 
@@ -49,10 +51,16 @@ pub struct Relay {
     pub domain: String,
     /// The marketplace's name, shown to stores as "<shopper> via <marketplace>".
     pub marketplace: String,
+    /// The shoppers' language when a thread names none (`en`, `ja`).
+    pub locale: crate::locale::Locale,
 }
 impl Default for Relay {
     fn default() -> Self {
-        Self { domain: "relay.localhost".into(), marketplace: "Marketplace".into() }
+        Self {
+            domain: "relay.localhost".into(),
+            marketplace: "Marketplace".into(),
+            locale: crate::locale::Locale::En,
+        }
     }
 }
 
@@ -241,10 +249,44 @@ impl Default for Api {
 pub struct Threads {
     /// Days a thread lives when the API call gives no `ttl_days`.
     pub ttl_days: u32,
+    /// Days after a thread is revoked, expired or paused (without resuming) that its
+    /// shopper's address and name are erased.
+    pub erase_after_days: u32,
+    /// Seconds between two retention sweeps.
+    pub retention_interval_secs: u64,
 }
 impl Default for Threads {
     fn default() -> Self {
-        Self { ttl_days: 180 }
+        Self { ttl_days: 180, erase_after_days: 30, retention_interval_secs: 3600 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// Days events (and incidents, by their last attempt) are kept.
+    pub retention_days: u32,
+}
+impl Default for Events {
+    fn default() -> Self {
+        Self { retention_days: 400 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// First retry delay; each further attempt doubles it up to `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// Hours an event is retried before it is given up.
+    pub give_up_hours: u32,
+    /// Seconds one POST may take.
+    pub timeout_secs: u64,
+}
+impl Default for Webhooks {
+    fn default() -> Self {
+        Self { retry_base_secs: 30, retry_max_secs: 3600, give_up_hours: 24, timeout_secs: 10 }
     }
 }
 
@@ -371,6 +413,9 @@ impl Config {
             ("smtp.max_commands", self.smtp.max_commands),
             ("smtp.max_connections", self.smtp.max_connections),
             ("egress.workers", self.egress.workers),
+            ("webhooks.timeout_secs", self.webhooks.timeout_secs as usize),
+            ("webhooks.retry_base_secs", self.webhooks.retry_base_secs as usize),
+            ("threads.retention_interval_secs", self.threads.retention_interval_secs as usize),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -840,8 +885,10 @@ pub fn commented_template(t: &Template<'_>) -> String {
 [relay]
 # The alias domain. Its MX record must point at this host.
 domain = "{domain}"
-# Shown to stores as "<shopper name> via <marketplace>".
+# Shown to stores as "<shopper name> via <marketplace>", and on the shopper's pages.
 marketplace = "Marketplace"
+# The shoppers' language when a thread names none: "en" or "ja".
+locale = "en"
 
 [smtp]
 # The MX listener. On the internet: "0.0.0.0:25".
@@ -894,6 +941,13 @@ token = "{token}"
 [threads]
 # Days a thread lives when POST /v1/threads gives no ttl_days.
 ttl_days = 180
+# Days after a thread is revoked, expired or left paused that the shopper's address and
+# name are erased (its aliases stay reserved).
+erase_after_days = 30
+
+[events]
+# Days refusals, bounces and incidents are kept.
+retention_days = 400
 
 [privacy]
 # Keys that seal shopper addresses, names, queued mail and original Message-IDs in the

@@ -94,6 +94,34 @@ enum Command {
         /// The copy to write; must not exist.
         file: PathBuf,
     },
+    /// Leak incidents: show one, notify its shoppers.
+    #[command(subcommand)]
+    Incident(IncidentCmd),
+    /// Webhooks: add, list, delete.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
+    /// Retention: run one sweep now (erase what is due, delete old events).
+    #[command(subcommand)]
+    Retention(RetentionCmd),
+}
+
+#[derive(Subcommand)]
+enum IncidentCmd {
+    Show {
+        id: String,
+    },
+    /// Mail every shopper the incident hit and who was not told yet. SUBJECT and TEXT are
+    /// one text, or JSON per language ('{"en":"…","ja":"…"}'); they may use {store},
+    /// {order}, {marketplace} and {revoke_url}.
+    Notify {
+        #[arg(long)]
+        store: String,
+        id: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        text: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,10 +136,31 @@ enum CheckCmd {
 }
 
 #[derive(Subcommand)]
+enum WebhookCmd {
+    /// Register a URL for event types (repeat --event); prints the signing secret once.
+    Add {
+        #[arg(long)]
+        url: String,
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+    },
+    List,
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCmd {
     /// Validate the configuration (file and MASKRELAY_* variables) and the files it names;
     /// print the effective configuration with secrets masked.
     Check,
+}
+
+#[derive(Subcommand)]
+enum RetentionCmd {
+    /// One sweep, as the relay runs it every threads.retention_interval_secs.
+    Run,
 }
 
 #[derive(Subcommand)]
@@ -146,6 +195,12 @@ enum StoreCmd {
     Leaks {
         id: String,
     },
+    /// The store's leak incidents, newest first.
+    Incidents {
+        id: String,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
     /// Issue a submission login (SMTP AUTH) for the store; prints the password once.
     Credentials {
         id: String,
@@ -165,6 +220,9 @@ enum ThreadCmd {
         name: Option<String>,
         #[arg(long)]
         ttl_days: Option<u32>,
+        /// The shopper's language (en, ja); default relay.locale.
+        #[arg(long)]
+        locale: Option<String>,
     },
     Show {
         id: String,
@@ -244,6 +302,60 @@ fn init_logging(log: &maskrelay::config::Log) {
     }
 }
 
+/// A text as given on the command line: a JSON object per language when it is one
+/// (`{"en":"…","ja":"…"}`), else one text for every language (which may start with a
+/// `{store}` hole).
+fn localized(text: &str) -> maskrelay::leak::notify::Localized {
+    use maskrelay::leak::notify::Localized;
+    match serde_json::from_str::<std::collections::HashMap<String, String>>(text) {
+        Ok(per_locale) => Localized::PerLocale(per_locale),
+        Err(_) => Localized::One(text.to_owned()),
+    }
+}
+
+async fn incident_cmd(config: &Config, cmd: IncidentCmd) -> Result<()> {
+    let db = db(config).await?;
+    match cmd {
+        IncidentCmd::Show { id } => print_json(&maskrelay::store::incidents::get(&db, &id).await?),
+        IncidentCmd::Notify { store, id, subject, text } => {
+            let req = maskrelay::api::incidents::NotifyRequest {
+                subject: localized(&subject),
+                text: localized(&text),
+            };
+            req.validate().map_err(api_err)?;
+            let store = store_id(&store)?;
+            let outcome = maskrelay::leak::notify::notify(
+                &db,
+                config,
+                store.as_str(),
+                &id,
+                &req.subject,
+                &req.text,
+                Actor::Cli,
+            )
+            .await?;
+            print_json(&outcome)
+        }
+    }
+}
+
+async fn webhook_cmd(config: &Config, cmd: WebhookCmd) -> Result<()> {
+    use maskrelay::store::webhooks;
+    let db = db(config).await?;
+    match cmd {
+        WebhookCmd::Add { url, events } => {
+            let (url, events) =
+                maskrelay::api::webhooks::NewWebhook { url, events }.validate().map_err(api_err)?;
+            print_json(&webhooks::create(&db, &url, &events, Actor::Cli).await?)
+        }
+        WebhookCmd::List => print_json(&webhooks::list(&db).await?),
+        WebhookCmd::Delete { id } => {
+            webhooks::delete(&db, &id, Actor::Cli).await?;
+            print_json(&serde_json::json!({"deleted": id}))
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Init {
         domain,
@@ -282,6 +394,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check(CheckCmd::Dns { ip }) => return check_dns(&config, ip).await,
         Command::Config(ConfigCmd::Check) => return config_check(&config),
         Command::Backup { file } => backup(&config, &file).await,
+        Command::Incident(cmd) => incident_cmd(&config, cmd).await,
+        Command::Webhook(cmd) => webhook_cmd(&config, cmd).await,
+        Command::Retention(RetentionCmd::Run) => {
+            print_json(&maskrelay::retention::sweep(&db(&config).await?, &config).await?)
+        }
     };
     done.map(|()| ExitCode::SUCCESS)
 }
@@ -397,6 +514,9 @@ async fn store_cmd(config: &Config, cmd: StoreCmd) -> Result<()> {
             print_json(&serde_json::json!({"deleted": id, "threads_revoked": n}))
         }
         StoreCmd::Leaks { id } => print_json(&events::leaks(&db, store_id(&id)?.as_str()).await?),
+        StoreCmd::Incidents { id, limit } => {
+            print_json(&maskrelay::store::incidents::list(&db, store_id(&id)?.as_str(), None, limit).await?)
+        }
         StoreCmd::Credentials { id } => {
             print_json(&maskrelay::store::credentials::create(&db, &store_id(&id)?, Actor::Cli).await?)
         }
@@ -414,8 +534,9 @@ fn mailbox(email: &str) -> Result<Mailbox> {
 async fn thread_cmd(config: &Config, cmd: ThreadCmd) -> Result<()> {
     let db = db(config).await?;
     match cmd {
-        ThreadCmd::Create { store, order, email, name, ttl_days } => {
-            let req = NewThreadRequest { order, store, shopper: ShopperInput { email, name }, ttl_days };
+        ThreadCmd::Create { store, order, email, name, ttl_days, locale } => {
+            let req =
+                NewThreadRequest { order, store, shopper: ShopperInput { email, name }, ttl_days, locale };
             let new = req.validate(config).map_err(api_err)?;
             if stores::get(&db, &new.store).await.is_err() {
                 bail!("store: no such store");

@@ -40,6 +40,8 @@ pub enum ServeError {
     Dns(#[from] crate::dns::DnsError),
     #[error(transparent)]
     Keys(#[from] crate::store::VaultError),
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::ClientError),
 }
 
 impl ServeError {
@@ -223,16 +225,22 @@ impl Relay {
         tasks.spawn(smtp::listener::serve(smtp_listener, Listener::Mx, ctx, shutdown.clone()));
 
         let (signer, dkim_generated) = dkim_signer(&config)?;
+        let node = format!("{}-{}", std::process::id(), crate::address::random_token(6));
         let workers = Arc::new(Workers {
             db: db.clone(),
             dispatcher: dispatcher(&config)?,
             signer: Arc::new(signer),
             config: config.egress.clone(),
             wake,
-            node: format!("{}-{}", std::process::id(), crate::address::random_token(6)),
+            node: node.clone(),
             relay_domain: config.relay.domain.clone(),
         });
         tasks.spawn(workers.run(shutdown.clone()));
+        // The shopper's side: webhook POSTs from the outbox, and the retention sweep.
+        let webhooks =
+            crate::webhook::Sender::new(db.clone(), config.webhooks.clone(), &node, Arc::default())?;
+        tasks.spawn(Arc::new(webhooks).run(shutdown.clone()));
+        tasks.spawn(crate::retention::run(db.clone(), config.clone(), node.clone(), shutdown.clone()));
 
         let state = Arc::new(ApiState { config: config.clone(), db: db.clone(), token: api_token.clone() });
         tasks.spawn(serve_http("api.listen", api_listener, api::router(state.clone()), shutdown.clone()));

@@ -1,7 +1,8 @@
-//! The shopper's revoke page in a real browser: Debian's headless Chromium, driven by
-//! playwright-core through `tests/browser/revoke.mjs` with JavaScript switched off. The
-//! script checks the page as a shopper and a screen reader meet it; this test checks what
-//! the relay did after each step. Without node, /usr/bin/chromium or the script's
+//! The shopper's page in a real browser, in English and Japanese: Debian's headless
+//! Chromium, driven by playwright-core through `tests/browser/revoke.mjs` with JavaScript
+//! switched off. The script checks every page as a shopper and a screen reader meet it
+//! (and that its screenshot is not blank); this test checks what the relay did after each
+//! step: revoke, pause and resume, another address from the list, all of them. Without node, /usr/bin/chromium or the script's
 //! node_modules (`.ci/install-browser` installs them) the tests say SKIPPED and pass, unless
 //! MRTEST_REQUIRE_BROWSER is set (CI sets it).
 
@@ -11,7 +12,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
-use serde_json::Value;
+use maskrelay::locale::{Locale, fill};
+use serde_json::{Value, json};
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -53,7 +55,7 @@ fn browser_available(test: &str) -> bool {
     false
 }
 
-/// `tests/browser/revoke.mjs` with one revoke link open in Chromium.
+/// `tests/browser/revoke.mjs` with one link open in Chromium.
 struct Browser {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -61,13 +63,27 @@ struct Browser {
     log: JoinHandle<String>,
 }
 
+/// What the script read off a page.
+#[derive(Debug)]
+struct Page {
+    h1: String,
+    lang: String,
+    text: String,
+    /// `action` of each button, in page order.
+    actions: Vec<String>,
+}
+
 impl Browser {
-    /// Opens `url` (a GET) and has the script check that the page names `store` and `order`.
-    fn open(url: &str, store: &str, order: &str, screenshot: Option<&Path>) -> Self {
+    /// Opens `url` (a GET) with the browser's Accept-Language `accept`; `forbid` are strings
+    /// no page may contain; screenshots go to target/tmp/<shots>-<n>.png.
+    fn open(url: &str, accept: &str, forbid: &[&str], shots: Option<&str>) -> Self {
         let mut cmd = Command::new("node");
-        cmd.arg("revoke.mjs").arg(url).args(["--store", store, "--order", order]);
-        if let Some(path) = screenshot {
-            cmd.arg("--screenshot").arg(path);
+        cmd.arg("revoke.mjs").arg(url).args(["--accept-language", accept]);
+        for f in forbid {
+            cmd.args(["--forbid", f]);
+        }
+        if let Some(name) = shots {
+            cmd.arg("--screenshots").arg(screenshot_prefix(name));
         }
         // kill_on_drop: a failed assertion must not leave node behind; Chromium ends when
         // node's end closes its DevTools pipe.
@@ -90,18 +106,44 @@ impl Browser {
         Self { child, stdin, stdout, log }
     }
 
-    /// Waits for the script's next line and panics, with its log, unless it is `want`.
-    async fn expect(&mut self, want: &str) {
+    async fn line(&mut self) -> String {
         let line = self.stdout.next_line().await.expect("read the browser script's stdout");
-        if line.as_deref() != Some(want) {
-            let (status, log) = self.end().await;
-            panic!(
-                "the browser script said {line:?}, expected {want:?}, and ended with {status}; its log:\n{log}"
-            );
+        match line {
+            Some(l) if !l.starts_with("FAIL") => l,
+            other => {
+                let (status, log) = self.end().await;
+                panic!("the browser script said {other:?} and ended with {status}; its log:\n{log}");
+            }
         }
     }
 
-    /// Tells the script what to do next: `CLICK` or `CLOSE`.
+    /// The next page the script reports.
+    async fn page(&mut self) -> Page {
+        let line = self.line().await;
+        let Some(json) = line.strip_prefix("PAGE ") else { panic!("expected PAGE, got {line:?}") };
+        let v: Value = serde_json::from_str(json).expect("PAGE json");
+        Page {
+            h1: v["h1"].as_str().unwrap_or_default().to_owned(),
+            lang: v["lang"].as_str().unwrap_or_default().to_owned(),
+            text: v["text"].as_str().unwrap_or_default().to_owned(),
+            actions: v["buttons"]
+                .as_array()
+                .map(|b| b.iter().map(|b| b["action"].as_str().unwrap_or_default().to_owned()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Tells the script what to do next and returns the page that follows.
+    async fn click(&mut self, command: &str) -> Page {
+        self.tell(&format!("CLICK {command}")).await;
+        self.page().await
+    }
+
+    async fn reopen(&mut self) -> Page {
+        self.tell("OPEN").await;
+        self.page().await
+    }
+
     async fn tell(&mut self, command: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
         stdin.write_all(format!("{command}\n").as_bytes()).await.expect("write to the browser script");
@@ -116,8 +158,11 @@ impl Browser {
         (status, log)
     }
 
-    /// Waits for a clean exit; panics with its log otherwise.
-    async fn finish(mut self) {
+    /// Closes like a link scanner and waits for a clean exit; panics with its log otherwise.
+    async fn close(mut self) {
+        self.tell("CLOSE").await;
+        let line = self.line().await;
+        assert_eq!(line, "CLOSED");
         let (status, log) = self.end().await;
         assert!(status.success(), "the browser script ended with {status}; its log:\n{log}");
         // Shown with --nocapture: every check the browser made.
@@ -150,10 +195,44 @@ async fn audit_of(relay: &TestRelay, target: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Where a person finds what the browser saw: target/tmp/revoke-page.png (the question) and
-/// revoke-page-revoked.png (the answer).
-fn screenshot_path() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("revoke-page.png")
+/// Where a person finds what the browser saw: target/tmp/<name>-<n>.png, one per page.
+fn screenshot_prefix(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+const JANE: &str = "jane.doe@shopper.example";
+const HANAKO: &str = "hanako.sato@shopper.example";
+
+async fn thread(relay: &TestRelay, store: &str, order: &str, email: &str, name: &str, locale: &str) -> Value {
+    let (s, v) = relay
+        .api(
+            "POST",
+            "/v1/threads",
+            Some(json!({"order": order, "store": store, "locale": locale, "shopper": {"email": email, "name": name}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_owned()
+}
+
+/// A template of `locale` filled as the page fills it, without markup.
+fn said(_locale: Locale, template: &str, store: &str, order: &str, count: usize) -> String {
+    let count = count.to_string();
+    let days = maskrelay::config::Config::default().threads.erase_after_days.to_string();
+    fill(
+        template,
+        &[
+            ("store", store),
+            ("order", order),
+            ("marketplace", "Test Market"),
+            ("days", &days),
+            ("count", &count),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,24 +242,34 @@ async fn shopper_confirms_in_a_browser_without_javascript() {
     }
     let (relay, _sink, _dir) = relay().await;
     relay.acme().await;
-    let thread = relay.thread("order-42").await;
-    let id = thread["id"].as_str().expect("thread id").to_owned();
-    let url = thread["revoke_url"].as_str().expect("revoke_url").to_owned();
+    let t = relay.thread("order-42").await;
+    let url = t["revoke_url"].as_str().expect("revoke_url").to_owned();
+    let en = Locale::En.texts();
 
-    let mut browser = Browser::open(&url, "Acme Shop", "order-42", Some(&screenshot_path()));
-    browser.expect("GET_DONE").await;
-    assert_eq!(status(&relay, &id).await, "active", "the browser's GET must not revoke");
-    assert_eq!(audit_of(&relay, &id).await, [("operator:api".to_owned(), "thread.create".to_owned())]);
+    let mut browser = Browser::open(&url, "en-US,en;q=0.9", &[JANE, "Jane Doe"], Some("revoke-en"));
+    let ask = browser.page().await;
+    assert_eq!(ask.lang, "en");
+    assert_eq!(ask.h1, said(Locale::En, en.ask_title, "Acme Shop", "order-42", 0));
+    assert!(ask.text.contains("order-42") && ask.text.contains("Test Market"), "{}", ask.text);
+    assert_eq!(ask.actions, ["revoke", "pause"], "no other addresses: no list");
+    assert_eq!(status(&relay, &id(&t)).await, "active", "the browser's GET must not revoke");
+    assert_eq!(audit_of(&relay, &id(&t)).await, [("operator:api".to_owned(), "thread.create".to_owned())]);
 
-    browser.tell("CLICK").await;
-    browser.expect("REVOKED").await;
-    browser.finish().await;
-    assert_eq!(status(&relay, &id).await, "revoked");
-    let audit = audit_of(&relay, &id).await;
+    let done = browser.click("revoke").await;
+    assert_eq!(done.h1, en.revoked_title);
+    assert!(done.text.contains("Acme Shop") && done.text.contains("order-42"), "{}", done.text);
+    assert!(done.actions.is_empty(), "nothing left to submit");
+    assert_eq!(status(&relay, &id(&t)).await, "revoked");
+    let audit = audit_of(&relay, &id(&t)).await;
     assert!(
         audit.contains(&("shopper:revoke_page".to_owned(), "thread.revoke".to_owned())),
         "no shopper:revoke_page thread.revoke entry in {audit:?}"
     );
+    // Opening the link again (an older mail) says so and asks nothing.
+    let again = browser.reopen().await;
+    assert_eq!(again.h1, en.already_title);
+    assert!(again.actions.is_empty());
+    browser.close().await;
     relay.stop().await;
 }
 
@@ -191,20 +280,110 @@ async fn link_scanner_that_only_opens_the_page_revokes_nothing() {
     }
     let (relay, _sink, _dir) = relay().await;
     relay.acme().await;
-    let thread = relay.thread("order-43").await;
-    let id = thread["id"].as_str().expect("thread id").to_owned();
-    let url = thread["revoke_url"].as_str().expect("revoke_url").to_owned();
+    let t = relay.thread("order-43").await;
+    relay.thread("order-44").await;
+    let url = t["revoke_url"].as_str().expect("revoke_url").to_owned();
 
     // A mail provider's link scanner: opens the link, renders the page, goes away.
-    let mut scanner = Browser::open(&url, "Acme Shop", "order-43", None);
-    scanner.expect("GET_DONE").await;
-    scanner.tell("CLOSE").await;
-    scanner.expect("CLOSED").await;
-    scanner.finish().await;
+    let mut scanner = Browser::open(&url, "en", &[JANE], None);
+    let page = scanner.page().await;
+    assert_eq!(page.actions, ["revoke", "pause", "revoke_other", "revoke_all"]);
+    scanner.close().await;
 
-    assert_eq!(status(&relay, &id).await, "active");
-    assert_eq!(audit_of(&relay, &id).await, [("operator:api".to_owned(), "thread.create".to_owned())]);
-    let (_, revoked) = relay.api("GET", "/v1/events?kind=thread_revoked", None).await;
-    assert_eq!(revoked, Value::Array(vec![]), "a GET recorded a revocation");
+    for (_, v) in [relay.api("GET", "/v1/events?kind=thread_revoked", None).await] {
+        assert_eq!(v, Value::Array(vec![]), "a GET recorded a revocation");
+    }
+    assert_eq!(status(&relay, &id(&t)).await, "active");
+    assert_eq!(audit_of(&relay, &id(&t)).await, [("operator:api".to_owned(), "thread.create".to_owned())]);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn japanese_shopper_stops_one_of_the_list_then_all() {
+    if !browser_available("japanese_shopper_stops_one_of_the_list_then_all") {
+        return;
+    }
+    let (relay, _sink, _dir) = relay().await;
+    relay.acme().await;
+    let (s, _) = relay
+        .api("POST", "/v1/stores", Some(json!({"id": "beta", "name": "ベータ雑貨店", "contact": "shop@beta.example", "senders": ["@beta.example"]})))
+        .await;
+    assert_eq!(s, 201);
+    let first = thread(&relay, "acme", "JP-1", HANAKO, "佐藤 花子", "ja").await;
+    let second = thread(&relay, "beta", "JP-2", HANAKO, "佐藤 花子", "ja").await;
+    let third = thread(&relay, "acme", "JP-3", HANAKO, "佐藤 花子", "ja").await;
+    // Someone else's thread never shows on her page.
+    let stranger = thread(&relay, "acme", "JP-9", JANE, "Jane", "en").await;
+    let ja = Locale::Ja.texts();
+
+    let url = first["revoke_url"].as_str().unwrap().to_owned();
+    let mut browser =
+        Browser::open(&url, "ja-JP,ja;q=0.9,en;q=0.5", &[HANAKO, "佐藤", JANE], Some("revoke-ja"));
+    let ask = browser.page().await;
+    assert_eq!(ask.lang, "ja");
+    assert_eq!(ask.h1, said(Locale::Ja, ja.ask_title, "Acme Shop", "JP-1", 0));
+    assert!(ask.text.contains(ja.others_heading), "{}", ask.text);
+    assert!(ask.text.contains(&said(Locale::Ja, ja.other_item, "ベータ雑貨店", "JP-2", 0)), "{}", ask.text);
+    assert!(ask.text.contains(&said(Locale::Ja, ja.other_item, "Acme Shop", "JP-3", 0)), "{}", ask.text);
+    assert!(!ask.text.contains("JP-9"), "a stranger's thread is listed: {}", ask.text);
+    assert!(ask.text.contains(&said(Locale::Ja, ja.all_button, "", "", 3)), "{}", ask.text);
+    assert_eq!(ask.actions, ["revoke", "pause", "revoke_other", "revoke_other", "revoke_all"]);
+
+    // Newest first: the first button of the list is JP-3.
+    let one = browser.click("revoke_other 0").await;
+    assert_eq!(one.h1, ja.other_revoked_title);
+    assert!(one.text.contains("JP-3"), "{}", one.text);
+    assert_eq!(status(&relay, &id(&third)).await, "revoked");
+    assert_eq!(status(&relay, &id(&first)).await, "active");
+    assert_eq!(status(&relay, &id(&second)).await, "active");
+
+    let back = browser.reopen().await;
+    assert_eq!(back.actions, ["revoke", "pause", "revoke_other", "revoke_all"]);
+    let all = browser.click("revoke_all").await;
+    assert_eq!(all.h1, ja.all_title);
+    assert!(all.text.contains(&said(Locale::Ja, ja.all_body, "", "", 2)), "{}", all.text);
+    for t in [&first, &second, &third] {
+        assert_eq!(status(&relay, &id(t)).await, "revoked");
+    }
+    assert_eq!(status(&relay, &id(&stranger)).await, "active");
+    let audit = audit_of(&relay, "shopper").await;
+    assert!(audit.contains(&("shopper:revoke_page".to_owned(), "shopper.revoke".to_owned())), "{audit:?}");
+    let already = browser.reopen().await;
+    assert_eq!(already.h1, ja.already_title);
+    browser.close().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_in_both_languages() {
+    if !browser_available("pause_and_resume_in_both_languages") {
+        return;
+    }
+    let (relay, _sink, _dir) = relay().await;
+    relay.acme().await;
+    for (locale, accept, order) in [(Locale::En, "en-GB", "P-en"), (Locale::Ja, "ja", "P-ja")] {
+        let t = thread(&relay, "acme", order, HANAKO, "Hanako", locale.tag()).await;
+        let texts = locale.texts();
+        let url = t["revoke_url"].as_str().unwrap().to_owned();
+        let mut browser = Browser::open(&url, accept, &[HANAKO], Some(&format!("pause-{}", locale.tag())));
+        browser.page().await;
+        let paused = browser.click("pause").await;
+        assert_eq!(paused.h1, texts.paused_title);
+        assert_eq!(paused.lang, locale.tag());
+        assert_eq!(paused.actions[..2], ["resume", "revoke"]);
+        assert_eq!(status(&relay, &id(&t)).await, "disabled");
+        // Paused mail is refused like a revoke.
+        let mut c = Client::ready(relay.smtp()).await;
+        c.cmd("MAIL FROM:<orders@acme.example>", 250).await;
+        c.cmd(&format!("RCPT TO:<{}>", t["shopper_alias"].as_str().unwrap()), 550).await;
+        let resumed = browser.click("resume").await;
+        assert_eq!(resumed.h1, texts.resumed_title);
+        assert_eq!(status(&relay, &id(&t)).await, "active");
+        let audit = audit_of(&relay, &id(&t)).await;
+        for action in ["thread.disable", "thread.enable"] {
+            assert!(audit.contains(&("shopper:revoke_page".to_owned(), action.to_owned())), "{audit:?}");
+        }
+        browser.close().await;
+    }
     relay.stop().await;
 }

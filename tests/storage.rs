@@ -43,6 +43,7 @@ async fn suite(url: &str) {
         shopper: Mailbox::parse("Jane@Shopper.example").unwrap(),
         shopper_name: Some("Jane".into()),
         ttl_days: 30,
+        locale: Default::default(),
     };
     let (t, created) = threads::create(&db, &new, Actor::Api).await.unwrap();
     assert!(created);
@@ -193,6 +194,7 @@ async fn rotation(url: &str) {
         shopper: jane.clone(),
         shopper_name: Some("Jane".into()),
         ttl_days: 30,
+        locale: Default::default(),
     };
     let mut threads_made = Vec::new();
     for i in 0..7 {
@@ -209,6 +211,11 @@ async fn rotation(url: &str) {
     let mapping =
         IdMapping { thread_id: t.id.clone(), relay_id: "r1@relay.test".into(), original: "o1@host".into() };
     queue::enqueue(&db, "relay.test", &[outgoing], &[mapping]).await.unwrap();
+    // A webhook's signing secret is sealed too, and rotates with the rest.
+    let hook =
+        maskrelay::store::webhooks::create(&db, "http://127.0.0.1:9/hook", &["leak".into()], Actor::Api)
+            .await
+            .unwrap();
     db.pool.close().await;
 
     // A key from elsewhere opens nothing: the start fails and names the missing key.
@@ -225,10 +232,14 @@ async fn rotation(url: &str) {
         maskrelay::store::rekey::rotate(&db, |p| seen.push((p.table.to_owned(), p.scanned, p.total)))
             .await
             .unwrap();
-    assert_eq!(report, vec![("threads", 7, 7), ("queue", 1, 1), ("message_ids", 1, 1)]);
+    assert_eq!(report, vec![("threads", 7, 7), ("queue", 1, 1), ("message_ids", 1, 1), ("webhooks", 1, 1)]);
     assert!(seen.iter().any(|(table, scanned, total)| table == "threads" && scanned == total));
     let again = maskrelay::store::rekey::rotate(&db, |_| {}).await.unwrap();
-    assert_eq!(again, vec![("threads", 7, 0), ("queue", 1, 0), ("message_ids", 1, 0)], "nothing left");
+    assert_eq!(
+        again,
+        vec![("threads", 7, 0), ("queue", 1, 0), ("message_ids", 1, 0), ("webhooks", 1, 0)],
+        "nothing left"
+    );
     db.pool.close().await;
 
     // After rotation the old key is dropped and everything still opens.
@@ -241,6 +252,14 @@ async fn rotation(url: &str) {
     assert!(leased[0].message.ends_with(b"hello\r\n"));
     let ids = message_ids::lookup(&db, &t.id, "relay.test", &["r1@relay.test"]).await.unwrap();
     assert_eq!(ids.get("r1@relay.test").map(String::as_str), Some("o1@host"));
+    // The secret still signs: an outbox row for the webhook leases with it opened.
+    let mut conn = db.pool.acquire().await.unwrap();
+    let notice = maskrelay::store::webhooks::Notice { kind: "leak", data: serde_json::json!({}) };
+    maskrelay::store::webhooks::enqueue(&mut conn, &[notice]).await.unwrap();
+    drop(conn);
+    let rows = maskrelay::store::webhooks::lease(&db, "w", 10, 60).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].secret, hook.secret);
     assert_eq!(threads::erase_shopper(&db, &jane, Actor::Api).await.unwrap(), 7, "found by the new index");
 }
 

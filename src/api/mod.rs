@@ -3,11 +3,13 @@
 pub mod errors;
 pub mod events;
 pub mod health;
+pub mod incidents;
 pub mod paging;
 pub mod queue;
 pub mod revoke_page;
 pub mod stores;
 pub mod threads;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -59,6 +61,11 @@ fn operator_routes(state: &AppState) -> Router<AppState> {
         .route("/v1/events", get(events::list))
         .route("/v1/audit", get(events::audit))
         .route("/v1/queue", get(queue::list))
+        .route("/v1/stores/{id}/incidents", get(incidents::list))
+        .route("/v1/stores/{id}/incidents/{iid}/notify", post(incidents::notify))
+        .route("/v1/incidents/{iid}", get(incidents::get))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{id}", get(webhooks::get).delete(webhooks::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(operator)

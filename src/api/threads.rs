@@ -10,6 +10,7 @@ use super::AppState;
 use super::errors::{ApiError, ApiJson};
 use crate::address::Mailbox;
 use crate::config::Config;
+use crate::locale::Locale;
 use crate::store::StoreError;
 use crate::store::threads::{self, Actor, NewThread, Thread, ThreadStatus};
 
@@ -24,6 +25,9 @@ pub struct NewThreadRequest {
     pub store: String,
     pub shopper: ShopperInput,
     pub ttl_days: Option<u32>,
+    /// The shopper's language (`en`, `ja`, or a tag such as `ja-JP`); default `relay.locale`.
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +63,12 @@ impl NewThreadRequest {
         if ttl_days == 0 || ttl_days > MAX_TTL_DAYS {
             return Err(ApiError::invalid(format!("ttl_days: 1 to {MAX_TTL_DAYS}")));
         }
+        let locale = match self.locale.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+            None => config.relay.locale,
+            Some(tag) => Locale::from_tag(tag).ok_or_else(|| {
+                ApiError::invalid(format!("locale: {tag:?} is not a shipped language (en, ja)"))
+            })?,
+        };
         Ok(NewThread {
             store: super::stores::parse_id(&self.store)
                 .map_err(|_| ApiError::invalid("store: not a store id"))?,
@@ -67,6 +77,7 @@ impl NewThreadRequest {
             // Control characters would end up in a From header otherwise.
             shopper_name: name.map(|n| n.chars().filter(|c| !c.is_control()).collect()),
             ttl_days,
+            locale,
         })
     }
 }
@@ -83,6 +94,7 @@ pub struct ThreadView {
     pub created_at: String,
     pub expires_at: String,
     pub revoke_url: String,
+    pub locale: Locale,
 }
 
 impl ThreadView {
@@ -98,6 +110,7 @@ impl ThreadView {
             created_at: crate::time::rfc3339(t.created_at),
             expires_at: crate::time::rfc3339(t.expires_at),
             revoke_url: format!("{}/r/{}", config.public_url(), t.revoke_token),
+            locale: t.locale,
         }
     }
 }

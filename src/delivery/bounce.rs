@@ -84,28 +84,29 @@ pub fn notice(
             )
         }
     };
+    // The thread's language: the shopper's, and the marketplace's for its stores.
+    let t = thread.locale.texts();
+    let fill = |template: &str, status: &str| {
+        crate::locale::fill(
+            template,
+            &[("order", &thread.order), ("alias", &unreachable_alias), ("status", status)],
+        )
+    };
     let reason = match status {
-        Some(s) => format!("The receiving mail server refused it for good (status {s})."),
-        None => "It could not be delivered in the time allowed.".to_owned(),
+        Some(s) => fill(t.bounce_refused, s),
+        None => t.bounce_expired.to_owned(),
     };
     let mut message = Vec::with_capacity(1024);
     push(
         &mut message,
         "From",
         &mailbox(&NamedAddress {
-            name: Some("Mail Delivery System".into()),
+            name: Some(t.bounce_from.into()),
             address: format!("mailer-daemon@{relay_domain}"),
         }),
     );
     push(&mut message, "To", &mailbox(&reader));
-    push(
-        &mut message,
-        "Subject",
-        &format!(
-            "Undelivered: your message about order {}",
-            crate::rewrite::headers::encode_text(&thread.order)
-        ),
-    );
+    push(&mut message, "Subject", &crate::rewrite::headers::encode_text(&fill(t.bounce_subject, "")));
     push(&mut message, "Date", &crate::time::rfc5322(crate::store::now()));
     push(&mut message, "Message-ID", &format!("<{}@{relay_domain}>", crate::address::random_token(24)));
     // RFC 3834 5: an automatic message; autoresponders must not answer it.
@@ -114,10 +115,7 @@ pub fn notice(
     push(&mut message, "Content-Type", "text/plain; charset=utf-8");
     push(&mut message, "Content-Transfer-Encoding", "quoted-printable");
     message.extend_from_slice(b"\r\n");
-    let body = format!(
-        "Your message to {unreachable_alias} about order {} could not be delivered.\r\n{reason}\r\n\r\nThis notice was written by the relay; it does not reveal where the message was going.\r\n",
-        thread.order
-    );
+    let body = format!("{}\r\n{reason}\r\n\r\n{}\r\n", fill(t.bounce_body, ""), t.bounce_footer);
     message.extend_from_slice(&quoted_printable::encode(body.as_bytes()));
     message.extend_from_slice(b"\r\n");
     Some(Outgoing {

@@ -502,10 +502,15 @@ impl Session {
                 return (reply::STORAGE_UNAVAILABLE, tx);
             }
         };
-        let Some((thread, side, store)) = found.filter(|(t, _, _)| t.status.accepts_mail()) else {
-            debug!(peer = %self.peer, "RCPT to unknown or inactive alias");
+        let Some((thread, side, store)) = found else {
+            debug!(peer = %self.peer, "RCPT to unknown alias");
             return (reply::NO_SUCH_ALIAS, tx);
         };
+        if !thread.status.accepts_mail() {
+            // Still evidence of a leak: recorded, then refused like an unknown alias.
+            crate::leak::record_inactive_attempt(&ctx.db, &thread, side, &store, tx.sender.as_ref()).await;
+            return (reply::NO_SUCH_ALIAS, tx);
+        }
         let recipient = Recipient { thread, side, store };
         if tx.recipients.iter().any(|r| r.alias() == recipient.alias()) {
             // The same alias twice gets one copy.

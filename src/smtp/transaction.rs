@@ -304,10 +304,10 @@ fn plan_for(
         }
         Side::Store => {
             hidden.push(shopper.normalized());
-            let name = format!(
-                "{} via {}",
-                thread.shopper_name.as_deref().unwrap_or("Shopper"),
-                ctx.config.relay.marketplace
+            let name = crate::locale::via(
+                thread.locale,
+                thread.shopper_name.as_deref(),
+                &ctx.config.relay.marketplace,
             );
             let mut replace = vec![(shopper.normalized(), shopper_alias.clone())];
             if let Some(f) = header_from.filter(|f| f.normalized() != shopper.normalized()) {

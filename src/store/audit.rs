@@ -15,6 +15,8 @@ pub enum Actor {
     Cli,
     /// The shopper, on their revoke page.
     Shopper,
+    /// The relay itself: the retention sweep.
+    Retention,
 }
 
 impl Actor {
@@ -23,6 +25,7 @@ impl Actor {
             Self::Api => "operator:api",
             Self::Cli => "operator:cli",
             Self::Shopper => "shopper:revoke_page",
+            Self::Retention => "relay:retention",
         }
     }
 }

@@ -4,7 +4,8 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Db, StoreError, now};
+use super::webhooks::{self, Notice};
+use super::{Db, StoreError, incidents, now};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -17,8 +18,12 @@ pub enum EventKind {
     /// A bounce (DSN) came back to a VERP address.
     Bounce,
     ThreadRevoked,
+    /// The retention sweep erased a thread's shopper (address and name gone).
+    ThreadErased,
     ShopperErased,
     StoreDeleted,
+    /// The operator told an incident's shoppers (how many, never who).
+    IncidentNotified,
 }
 
 impl EventKind {
@@ -28,8 +33,10 @@ impl EventKind {
             Self::DeliveryFailed => "delivery_failed",
             Self::Bounce => "bounce",
             Self::ThreadRevoked => "thread_revoked",
+            Self::ThreadErased => "thread_erased",
             Self::ShopperErased => "shopper_erased",
             Self::StoreDeleted => "store_deleted",
+            Self::IncidentNotified => "incident_notified",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -38,8 +45,10 @@ impl EventKind {
             Self::DeliveryFailed,
             Self::Bounce,
             Self::ThreadRevoked,
+            Self::ThreadErased,
             Self::ShopperErased,
             Self::StoreDeleted,
+            Self::IncidentNotified,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -69,20 +78,88 @@ pub struct Event {
     pub detail: serde_json::Value,
 }
 
+/// Records an event, and in the same transaction what follows from it: an outsider
+/// attempt on a shopper alias joins (or opens) an incident, and every webhook subscribed
+/// to what happened gets an outbox row. Either all of it is stored or none.
 pub async fn record(db: &Db, e: &NewEvent<'_>) -> Result<(), StoreError> {
-    sqlx::query(
+    let at = now();
+    let mut tx = db.pool.begin().await?;
+    // The INSERT comes first: on SQLite it takes the write lock, so what the incident
+    // lookup reads next cannot change under it.
+    let id: i64 = sqlx::query(
         "INSERT INTO events (at, kind, store_id, thread_id, alias, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
-    .bind(now())
+    .bind(at)
     .bind(e.kind.as_str())
     .bind(e.store_id)
     .bind(e.thread_id)
     .bind(e.alias)
     .bind(e.detail.to_string())
-    .execute(&db.pool)
-    .await?;
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("id")?;
+    let mut notices = vec![Notice { kind: e.kind.as_str(), data: webhook_data(id, e) }];
+    if let (EventKind::UnauthorizedSender, Some(store), Some(thread), Some(alias)) =
+        (e.kind, e.store_id, e.thread_id, e.alias)
+    {
+        let domain = e.detail.get("sender_domain").and_then(|d| d.as_str());
+        let window = incidents::WINDOW_SECS;
+        if let Some(hit) =
+            incidents::attach(&mut *tx, db.backend, store, thread, alias, domain, at, window).await?
+        {
+            let data = serde_json::json!({
+                "incident": hit.incident, "store": store, "thread": thread, "sending_domain": domain,
+            });
+            if hit.opened {
+                notices.push(Notice { kind: "incident", data: data.clone() });
+            }
+            if hit.new_alias {
+                notices.push(Notice { kind: "leak", data });
+            }
+        }
+    }
+    webhooks::enqueue(&mut *tx, &notices).await?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// Detail fields a webhook may carry. Everything else stays in the database: a remote
+/// server's reply (`reply`) can quote a shopper's local part or name.
+const WEBHOOK_DETAIL: [&str; 13] = [
+    "incident",
+    "stage",
+    "reason",
+    "alias_side",
+    "alias_status",
+    "sender_domain",
+    "status",
+    "permanent",
+    "direction",
+    "attempts",
+    "by",
+    "threads",
+    "notified",
+];
+
+/// What a webhook hears of an event: ids, kind and the allowed detail fields.
+fn webhook_data(id: i64, e: &NewEvent<'_>) -> serde_json::Value {
+    let detail: serde_json::Map<String, serde_json::Value> = WEBHOOK_DETAIL
+        .iter()
+        .filter_map(|k| e.detail.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    serde_json::json!({
+        "event": id,
+        "store": e.store_id,
+        "thread": e.thread_id,
+        "detail": detail,
+    })
+}
+
+/// Deletes events older than `before` (Unix seconds); returns how many.
+pub async fn prune(db: &Db, before: i64) -> Result<u64, StoreError> {
+    let res = sqlx::query("DELETE FROM events WHERE at < $1").bind(before).execute(&db.pool).await?;
+    Ok(res.rows_affected())
 }
 
 /// Events, newest first, filtered by kind and store when given.

@@ -4,11 +4,14 @@
 pub mod audit;
 pub mod credentials;
 pub mod events;
+pub mod incidents;
+pub mod leases;
 pub mod message_ids;
 pub mod rekey;
 pub mod stores;
 pub mod threads;
 pub mod vault;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -30,6 +30,7 @@ const TABLES: &[Table] = &[
         sealed: &[("rcpt_to", Field::QueueRecipient, true), ("message", Field::QueueMessage, false)],
     },
     Table { name: "message_ids", key: "relay_id", sealed: &[("original", Field::OriginalMessageId, true)] },
+    Table { name: "webhooks", key: "id", sealed: &[("secret", Field::WebhookSecret, true)] },
 ];
 
 /// A sealed column's value as read, text or bytes.

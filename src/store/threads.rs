@@ -10,6 +10,7 @@ use super::events::{self, EventKind, NewEvent};
 use super::stores::Store;
 use super::{Db, Field, StoreError, Vault, now};
 use crate::address::{self, Mailbox, Side, StoreId};
+use crate::locale::Locale;
 
 /// A thread's state as the SPEC names it. `Expired` is derived from `expires_at`, so a
 /// thread expires on time without a sweeper having to run.
@@ -73,10 +74,12 @@ pub struct Thread {
     pub revoke_token: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The shopper's language: the one given at creation, else `relay.locale` then.
+    pub locale: Locale,
 }
 
 const COLUMNS: &str = "id, store_id, order_ref, shopper_email, shopper_name, shopper_alias, \
-                       store_alias, status, revoke_token, created_at, expires_at";
+                       store_alias, status, revoke_token, created_at, expires_at, locale";
 
 fn from_row(vault: &Vault, row: &AnyRow) -> Result<Thread, StoreError> {
     let id: String = row.try_get("id")?;
@@ -102,6 +105,11 @@ fn from_row(vault: &Vault, row: &AnyRow) -> Result<Thread, StoreError> {
         revoke_token: row.try_get("revoke_token")?,
         created_at: row.try_get("created_at")?,
         expires_at,
+        // Threads from before languages were stored read as the default language.
+        locale: row
+            .try_get::<Option<String>, _>("locale")?
+            .and_then(|l| Locale::from_tag(&l))
+            .unwrap_or_default(),
         id,
     })
 }
@@ -121,6 +129,7 @@ pub struct NewThread {
     pub shopper: Mailbox,
     pub shopper_name: Option<String>,
     pub ttl_days: u32,
+    pub locale: Locale,
 }
 
 /// Creates the thread, or returns the existing one for the same (store, order, shopper):
@@ -136,8 +145,8 @@ pub async fn create(db: &Db, new: &NewThread, by: Actor) -> Result<(Thread, bool
     let vault = &db.vault;
     let res = sqlx::query(
         "INSERT INTO threads (id, store_id, order_ref, shopper_key, shopper_email, shopper_name, \
-         shopper_alias, store_alias, status, revoke_token, created_at, updated_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $10, $11) \
+         shopper_alias, store_alias, status, revoke_token, created_at, updated_at, expires_at, locale) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $10, $11, $12) \
          ON CONFLICT (store_id, order_ref, shopper_key) DO NOTHING",
     )
     .bind(&id)
@@ -151,13 +160,14 @@ pub async fn create(db: &Db, new: &NewThread, by: Actor) -> Result<(Thread, bool
     .bind(address::random_token(32))
     .bind(t)
     .bind(expires_at)
+    .bind(new.locale.tag())
     .execute(&db.pool)
     .await?;
     let created = res.rows_affected() == 1;
     // Lost a race with a concurrent create of the same thread: the unique index decided.
     let thread = find_identity(db, new, &normalized).await?.ok_or(StoreError::NotFound)?;
     if created {
-        let detail = serde_json::json!({"store": thread.store_id.as_str(), "order": thread.order, "ttl_days": new.ttl_days});
+        let detail = serde_json::json!({"store": thread.store_id.as_str(), "order": thread.order, "ttl_days": new.ttl_days, "locale": new.locale});
         audit::record(db, by, "thread.create", &thread.id, detail).await?;
     }
     Ok((thread, created))
@@ -197,7 +207,7 @@ pub async fn find_by_alias(db: &Db, local: &str) -> Result<Option<(Thread, Side,
     let local = local.to_ascii_lowercase();
     let row = sqlx::query(
         "SELECT t.id, t.store_id, t.order_ref, t.shopper_email, t.shopper_name, t.shopper_alias, \
-         t.store_alias, t.status, t.revoke_token, t.created_at, t.expires_at, \
+         t.store_alias, t.status, t.revoke_token, t.created_at, t.expires_at, t.locale, \
          s.id AS s_id, s.name AS s_name, s.contact AS s_contact, s.senders AS s_senders, \
          s.created_at AS s_created_at \
          FROM threads t JOIN stores s ON s.id = t.store_id \
@@ -321,7 +331,8 @@ pub async fn revoke_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64
         query = query.bind(index);
     }
     let n = query.execute(&db.pool).await?.rows_affected();
-    record(db, EventKind::ThreadRevoked, None, serde_json::json!({"by": "operator", "threads": n})).await?;
+    let who = if by == Actor::Shopper { "shopper" } else { "operator" };
+    record(db, EventKind::ThreadRevoked, None, serde_json::json!({"by": who, "threads": n})).await?;
     audit::record(db, by, "shopper.revoke", "shopper", serde_json::json!({"threads": n})).await?;
     Ok(n)
 }
@@ -335,7 +346,7 @@ pub async fn erase_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64,
     let indexes = db.vault.blind_indexes(&shopper.normalized());
     let of_shopper = format!("SELECT id FROM threads WHERE {}", shopper_key_in(indexes.len(), 1));
     let mut tx = db.pool.begin().await?;
-    for table in ["queue", "message_ids", "sent_messages"] {
+    for table in THREAD_DATA {
         let sql = format!("DELETE FROM {table} WHERE thread_id IN ({of_shopper})");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for index in &indexes {
@@ -357,4 +368,95 @@ pub async fn erase_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64,
     record(db, EventKind::ShopperErased, None, serde_json::json!({"threads": n})).await?;
     audit::record(db, by, "shopper.erase", "shopper", serde_json::json!({"threads": n})).await?;
     Ok(n)
+}
+
+/// Another active thread of the same shopper, as their revoke page lists it.
+#[derive(Debug, Clone)]
+pub struct OtherThread {
+    pub thread: Thread,
+    pub store_name: String,
+}
+
+/// The shopper's other active threads (found through the blind index under every key),
+/// newest first, with their stores' names; empty for an erased thread.
+pub async fn others_of_shopper(db: &Db, thread: &Thread) -> Result<Vec<OtherThread>, StoreError> {
+    let Some(shopper) = &thread.shopper else { return Ok(Vec::new()) };
+    let indexes = db.vault.blind_indexes(&shopper.normalized());
+    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect();
+    let sql = format!(
+        "SELECT {}, s.name AS store_name FROM threads t JOIN stores s ON s.id = t.store_id \
+         WHERE t.status = 'active' AND t.expires_at > $1 AND t.id <> $2 AND t.{} \
+         ORDER BY t.created_at DESC, t.id LIMIT 200",
+        columns.join(", "),
+        shopper_key_in(indexes.len(), 3)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now()).bind(&thread.id);
+    for index in &indexes {
+        query = query.bind(index);
+    }
+    let rows = query.fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|r| Ok(OtherThread { thread: from_row(&db.vault, r)?, store_name: r.try_get("store_name")? }))
+        .collect()
+}
+
+/// Whether two threads belong to the same shopper (the blind index decides; an erased
+/// thread belongs to nobody).
+pub fn same_shopper(a: &Thread, b: &Thread) -> bool {
+    match (&a.shopper, &b.shopper) {
+        (Some(x), Some(y)) => x.normalized() == y.normalized(),
+        _ => false,
+    }
+}
+
+/// What a thread leaves behind in other tables, deleted when it is erased.
+const THREAD_DATA: [&str; 3] = ["queue", "message_ids", "sent_messages"];
+
+/// Erases, at most `limit` at a time, the threads whose shopper has been gone long enough:
+/// revoked or paused at or before `before` (Unix seconds), or expired by then. Returns the
+/// ids erased. A thread resumed or changed meanwhile is left alone: the guarded UPDATE
+/// decides, and only the rows it changed lose their data.
+pub async fn erase_due(db: &Db, before: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+    const DUE: &str = "((status IN ('revoked', 'disabled') AND updated_at <= $1) \
+                       OR (status = 'active' AND expires_at <= $1))";
+    let candidates: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM threads WHERE {DUE} ORDER BY updated_at, id LIMIT $2"
+    )))
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?
+    .iter()
+    .map(|r| r.try_get("id"))
+    .collect::<Result<_, _>>()?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (0..candidates.len()).map(|i| format!("${}", i + 3)).collect();
+    let list = placeholders.join(", ");
+    let mut tx = db.pool.begin().await?;
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE threads SET status = 'erased', shopper_key = NULL, shopper_email = NULL, \
+         shopper_name = NULL, updated_at = $2 WHERE {DUE} AND id IN ({list}) RETURNING id"
+    )))
+    .bind(before)
+    .bind(now());
+    for id in &candidates {
+        query = query.bind(id);
+    }
+    let erased: Vec<String> =
+        query.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
+    if !erased.is_empty() {
+        let list: Vec<String> = (0..erased.len()).map(|i| format!("${}", i + 1)).collect();
+        for table in THREAD_DATA {
+            let sql = format!("DELETE FROM {table} WHERE thread_id IN ({})", list.join(", "));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in &erased {
+                query = query.bind(id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(erased)
 }

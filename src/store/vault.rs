@@ -54,6 +54,7 @@ pub enum Field {
     QueueRecipient,
     QueueMessage,
     OriginalMessageId,
+    WebhookSecret,
     /// The value every relay of a database must open (`keyring_check`).
     KeyringCheck,
 }
@@ -66,6 +67,7 @@ impl Field {
             Self::QueueRecipient => b"queue.rcpt_to",
             Self::QueueMessage => b"queue.message",
             Self::OriginalMessageId => b"message_ids.original",
+            Self::WebhookSecret => b"webhooks.secret",
             Self::KeyringCheck => b"keyring_check.sealed",
         }
     }

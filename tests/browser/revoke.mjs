@@ -1,19 +1,26 @@
-// The shopper's revoke page in a real browser: Debian's headless Chromium driven by
+// The shopper's page in a real browser: Debian's headless Chromium driven by
 // playwright-core, with JavaScript switched off, as a shopper's mail client opens the
 // link. Driven by tests/revoke_browser.rs over stdin/stdout:
 //
-//   node revoke.mjs URL --store NAME --order ORDER [--screenshot FILE.png]
+//   node revoke.mjs URL --accept-language TAGS [--forbid TEXT]... [--screenshots PREFIX]
 //
-//   stdout  GET_DONE            the page was opened (GET) and passed every check
-//   stdin   CLICK | CLOSE       click the confirm button, or close like a link scanner
-//                               (end of input counts as CLOSE: nothing is ever clicked
-//                               unless the test says so)
-//   stdout  REVOKED | CLOSED    what was done, after its checks
-//   stdout  FAIL <why>          a check failed (also on stderr); exit status 1
+//   stdout  PAGE <json>          the page was opened (GET) and passed every check; json is
+//                                {h1, title, lang, text, buttons: [{action, name}]}
+//   stdin   CLICK <action> [n]   click the n-th (0-based) button of that action, e.g.
+//                                `CLICK revoke`, `CLICK revoke_other 1`, `CLICK revoke_all`
+//           OPEN                 open the link again (GET), as from an older mail
+//           CLOSE                close like a link scanner (end of input counts as CLOSE:
+//                                nothing is ever clicked unless the test says so)
+//   stdout  PAGE <json>          after CLICK or OPEN, the new page, checked the same way
+//           CLOSED               after CLOSE
+//           FAIL <why>           a check failed (also on stderr); exit status 1
 //
-// Progress goes to stderr. The page is a 390x844 phone viewport, where shoppers mostly
-// read their mail. With --screenshot, FILE.png shows the question and FILE-revoked.png
-// the answer to the click.
+// Every page is checked as a shopper and a screen reader meet it: language, one <h1>, no
+// script, forms that POST back to the page, named buttons big enough to tap, WCAG
+// contrast, nothing loaded from elsewhere, none of the --forbid strings (real addresses)
+// anywhere in the HTML. With --screenshots, each page is saved as PREFIX-<n>.png and the
+// picture is checked not to be blank (decoded in a separate JavaScript-enabled page).
+// Progress goes to stderr. The viewport is a 390x844 phone.
 
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -33,7 +40,7 @@ const CHROMIUM_ARGS = [
 ];
 const VIEWPORT = { width: 390, height: 844 };
 // A hang guard only: every step normally takes well under a second.
-const WATCHDOG_MS = 120_000;
+const WATCHDOG_MS = 150_000;
 const STEP_TIMEOUT_MS = 30_000;
 
 class CheckFailed extends Error {}
@@ -58,21 +65,24 @@ function fail(why) {
   process.exit(1);
 }
 
-/// The next line on stdin, or null at end of input.
-function nextLine() {
+/// Lines of stdin, one at a time; null at end of input.
+const lines = (() => {
   const rl = createInterface({ input: process.stdin });
-  return new Promise((resolve) => {
-    let done = false;
-    rl.once('line', (l) => {
-      done = true;
-      rl.close();
-      resolve(l.trim());
-    });
-    rl.once('close', () => {
-      if (!done) resolve(null);
-    });
+  const queue = [];
+  const waiting = [];
+  let closed = false;
+  rl.on('line', (l) => (waiting.length ? waiting.shift()(l.trim()) : queue.push(l.trim())));
+  rl.on('close', () => {
+    closed = true;
+    while (waiting.length) waiting.shift()(null);
   });
-}
+  return () =>
+    new Promise((resolve) => {
+      if (queue.length) resolve(queue.shift());
+      else if (closed) resolve(null);
+      else waiting.push(resolve);
+    });
+})();
 
 /// Everything a person or an assistive technology relies on, read from the rendered page.
 async function readPage(page) {
@@ -88,8 +98,6 @@ async function readPage(page) {
       };
       return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
     };
-    // The first opaque background up the tree; the canvas is white (the page sets no
-    // color-scheme).
     const background = (el) => {
       for (let e = el; e; e = e.parentElement) {
         const c = parse(getComputedStyle(e).backgroundColor);
@@ -119,7 +127,6 @@ async function readPage(page) {
     const inlineHandlers = [...document.querySelectorAll('*')].flatMap((el) =>
       [...el.attributes].filter((a) => a.name.startsWith('on')).map((a) => `${el.tagName}[${a.name}]`),
     );
-    const forms = [...document.forms];
     const submits = [...document.querySelectorAll('button, input[type=submit], input[type=image]')].filter(
       (b) => b.type === 'submit' || b.type === 'image',
     );
@@ -128,11 +135,16 @@ async function readPage(page) {
       title: document.title.trim(),
       h1: [...document.querySelectorAll('h1')].map((h) => h.textContent.trim()),
       text: document.body.innerText.replace(/\s+/g, ' ').trim(),
+      html: document.documentElement.outerHTML,
       scripts: document.scripts.length,
       inlineHandlers,
       javascriptUrls: [...document.querySelectorAll('[href^="javascript:" i], [action^="javascript:" i]')].length,
-      forms: forms.map((f) => ({ method: f.method, action: f.action, target: f.target })),
-      submits: submits.map((b) => ({ inPostForm: b.form !== null && b.form.method === 'post', formaction: b.getAttribute('formaction') })),
+      forms: [...document.forms].map((f) => ({ method: f.method, action: f.action, target: f.target })),
+      submits: submits.map((b) => ({
+        action: b.value,
+        inPostForm: b.form !== null && b.form.method === 'post',
+        formaction: b.getAttribute('formaction'),
+      })),
       location: location.href,
       overflowX: document.documentElement.scrollWidth > window.innerWidth,
       lowContrast,
@@ -140,64 +152,105 @@ async function readPage(page) {
   });
 }
 
-async function checkQuestionPage(page, store, order) {
+/// A screenshot is not blank: decoded in a JavaScript-enabled page of its own (the page
+/// under test has JavaScript off), at least 0.5% of its pixels differ clearly from the
+/// top-left corner and it has more than two colours.
+async function checkNotBlank(browser, png, path) {
+  const context = await browser.newContext({ javaScriptEnabled: true });
+  const page = await context.newPage();
+  const stats = await page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${b64}`;
+    await img.decode();
+    const canvas = document.createElement('canvas');
+    canvas.width = img.width;
+    canvas.height = img.height;
+    const g = canvas.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, canvas.width, canvas.height).data;
+    const [r0, g0, b0] = [d[0], d[1], d[2]];
+    let differ = 0;
+    const colours = new Set();
+    for (let i = 0; i < d.length; i += 4) {
+      if (Math.abs(d[i] - r0) + Math.abs(d[i + 1] - g0) + Math.abs(d[i + 2] - b0) > 60) differ++;
+      if (colours.size < 256) colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+    }
+    return { width: img.width, height: img.height, differ, pixels: d.length / 4, colours: colours.size };
+  }, png.toString('base64'));
+  await context.close();
+  check(
+    stats.width >= VIEWPORT.width && stats.differ / stats.pixels > 0.005 && stats.colours > 2,
+    `screenshot ${path} is not blank (${JSON.stringify(stats)})`,
+  );
+}
+
+async function checkPage(page, requests, url, forbid) {
   const p = await readPage(page);
   check(/^[a-z]{2,3}(-[A-Za-z0-9]+)*$/.test(p.lang), `<html lang> is set (${JSON.stringify(p.lang)})`);
   check(p.title.length > 0, `<title> is not empty (${JSON.stringify(p.title)})`);
   check(p.h1.length === 1 && p.h1[0].length > 0, `exactly one non-empty <h1> (${JSON.stringify(p.h1)})`);
-  check(p.text.includes(store), `the page names the store ${JSON.stringify(store)} (text: ${JSON.stringify(p.text)})`);
-  check(p.text.includes(order), `the page names the order ${JSON.stringify(order)} (text: ${JSON.stringify(p.text)})`);
   check(p.scripts === 0, `no <script> elements (found ${p.scripts})`);
   check(p.inlineHandlers.length === 0, `no inline event handlers (${p.inlineHandlers.join(', ') || 'none'})`);
   check(p.javascriptUrls === 0, `no javascript: URLs (found ${p.javascriptUrls})`);
-  check(p.forms.length === 1, `exactly one form (found ${p.forms.length})`);
-  const [form] = p.forms;
-  check(form.method === 'post', `the form is method="post" (is ${JSON.stringify(form.method)})`);
-  check(form.action === p.location, `the form posts back to the page's own URL (action ${form.action})`);
-  check(form.target === '', `the form opens no other window (target ${JSON.stringify(form.target)})`);
-  check(p.submits.length === 1, `exactly one submit button (found ${p.submits.length})`);
-  check(p.submits[0].inPostForm && p.submits[0].formaction === null, 'the submit button submits the POST form');
+  for (const f of p.forms) {
+    check(f.method === 'post', `every form is method="post" (${JSON.stringify(f.method)})`);
+    check(f.action === p.location, `every form posts back to the page's own URL (action ${f.action})`);
+    check(f.target === '', `no form opens another window (target ${JSON.stringify(f.target)})`);
+  }
+  check(p.submits.length === p.forms.length, `one submit button per form (${p.submits.length} for ${p.forms.length})`);
+  check(p.submits.every((s) => s.inPostForm && s.formaction === null), 'every submit button submits its POST form');
   check(!p.overflowX, `nothing scrolls sideways at ${VIEWPORT.width}px wide`);
   check(p.lowContrast.length === 0, `text contrast meets WCAG 1.4.3 (${p.lowContrast.join('; ') || 'all pass'})`);
+  for (const f of forbid) {
+    check(!p.html.toLowerCase().includes(f.toLowerCase()), `the page never shows ${JSON.stringify(f)}`);
+  }
+  check(
+    requests.length === 1 && requests[0].startsWith(`${requests[0].split(' ')[0]} ${url.split('?')[0]}`),
+    `the page loads nothing but itself (${requests.join(', ')})`,
+  );
 
-  // What assistive technology sees: the button by role, with a name (Chromium's
-  // accessibility tree, through Playwright's ARIA snapshot).
-  const button = page.getByRole('button');
-  check((await button.count()) === 1, 'exactly one button in the accessibility tree');
-  const aria = (await button.ariaSnapshot()).trim();
-  const name = aria.match(/^- button "(.+)"/)?.[1] ?? '';
-  check(name.trim().length > 0, `the button has an accessible name (${JSON.stringify(aria)})`);
-  check(await button.isVisible(), 'the button is visible');
-  check(await button.isEnabled(), 'the button is enabled');
-  const box = await button.boundingBox();
-  check(
-    box !== null && box.x >= 0 && box.x + box.width <= VIEWPORT.width && box.y >= 0 && box.y + box.height <= VIEWPORT.height,
-    `the button is on the first screen of a phone (${JSON.stringify(box)})`,
-  );
-  // WCAG 2.2 2.5.8: targets at least 24 by 24 CSS pixels.
-  check(box.width >= 24 && box.height >= 24, `the button is at least 24x24 px (${box.width}x${box.height})`);
-  await page.keyboard.press('Tab');
-  check(
-    await button.evaluate((b) => document.activeElement === b),
-    'the first Tab from the top of the page reaches the button',
-  );
-  return { button, name };
+  // What assistive technology sees: every button by role, with a name; big enough to tap.
+  const buttons = page.getByRole('button');
+  const n = await buttons.count();
+  check(n === p.submits.length, `every submit button is in the accessibility tree (${n})`);
+  const named = [];
+  for (let i = 0; i < n; i++) {
+    const b = buttons.nth(i);
+    const aria = (await b.ariaSnapshot()).trim();
+    // `- button "Name"`, YAML-quoted as a whole when the name holds a colon.
+    const name = aria.match(/button "((?:[^"\\]|\\.)*)"/)?.[1] ?? '';
+    check(name.trim().length > 0, `button ${i} has an accessible name (${JSON.stringify(aria)})`);
+    check((await b.isVisible()) && (await b.isEnabled()), `button "${name}" is visible and enabled`);
+    const box = await b.boundingBox();
+    // WCAG 2.2 2.5.8: targets at least 24 by 24 CSS pixels, inside the phone's width.
+    check(box !== null && box.width >= 24 && box.height >= 24, `button "${name}" is at least 24x24 px (${JSON.stringify(box)})`);
+    check(box.x >= 0 && box.x + box.width <= VIEWPORT.width, `button "${name}" fits the screen's width`);
+    named.push({ action: p.submits[i].action, name });
+  }
+  if (n > 0) {
+    const first = buttons.first();
+    const box = await first.boundingBox();
+    check(box.y + box.height <= VIEWPORT.height, `the first button is on the first screen of a phone (${JSON.stringify(box)})`);
+    await page.keyboard.press('Tab');
+    check(await first.evaluate((b) => document.activeElement === b), 'the first Tab from the top reaches the first button');
+  }
+  return { h1: p.h1[0], title: p.title, lang: p.lang, text: p.text, buttons: named };
 }
 
 async function main() {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
     options: {
-      store: { type: 'string' },
-      order: { type: 'string' },
-      screenshot: { type: 'string' },
+      'accept-language': { type: 'string' },
+      forbid: { type: 'string', multiple: true },
+      screenshots: { type: 'string' },
     },
   });
   const [url] = positionals;
-  if (positionals.length !== 1 || !values.store || !values.order) {
-    fail('usage: node revoke.mjs URL --store NAME --order ORDER [--screenshot FILE.png]');
+  if (positionals.length !== 1 || !values['accept-language']) {
+    fail('usage: node revoke.mjs URL --accept-language TAGS [--forbid TEXT]... [--screenshots PREFIX]');
   }
-  const { store, order, screenshot } = values;
+  const forbid = values.forbid ?? [];
   setTimeout(() => fail(`no end after ${WATCHDOG_MS / 1000} s: stuck`), WATCHDOG_MS).unref();
 
   const browser = await chromium.launch({
@@ -208,66 +261,68 @@ async function main() {
     timeout: STEP_TIMEOUT_MS * 2,
   });
   log(`${CHROMIUM} ${browser.version()}`);
+  let shots = 0;
   try {
-    const context = await browser.newContext({ javaScriptEnabled: false, viewport: VIEWPORT, locale: 'en-US' });
+    const locale = values['accept-language'].split(',')[0].split(';')[0];
+    const context = await browser.newContext({
+      javaScriptEnabled: false,
+      viewport: VIEWPORT,
+      locale,
+      extraHTTPHeaders: { 'Accept-Language': values['accept-language'] },
+    });
     context.setDefaultTimeout(STEP_TIMEOUT_MS);
-    const page = await context.newPage();
-    // The link holds the revoke token: a page that loaded anything from elsewhere would
-    // hand the token to that host in the Referer.
-    const requests = [];
-    page.on('request', (r) => requests.push(`${r.method()} ${r.url()}`));
+    let page = await context.newPage();
+    // The link holds the token: a page that loaded anything from elsewhere would hand it
+    // to that host in the Referer.
+    let requests = [];
+    const watch = (p) => p.on('request', (r) => requests.push(`${r.method()} ${r.url()}`));
+    watch(page);
 
-    const got = await page.goto(url, { waitUntil: 'load' });
-    check(got !== null && got.status() === 200, `GET ${url} answers 200 (${got?.status()})`);
-    check(
-      /^text\/html;\s*charset=utf-8$/i.test(got.headers()['content-type'] ?? ''),
-      `the page is text/html; charset=utf-8 (${got.headers()['content-type']})`,
-    );
-    const { button, name } = await checkQuestionPage(page, store, order);
-    check(
-      requests.length === 1 && requests[0] === `GET ${url}`,
-      `the page loads nothing but itself (${requests.join(', ')})`,
-    );
-    if (screenshot) {
-      await page.screenshot({ path: screenshot, fullPage: true });
-      log(`screenshot of the question: ${screenshot}`);
+    const report = async (response, what) => {
+      check(response !== null && response.status() === 200, `${what} answers 200 (${response?.status()})`);
+      check(
+        /^text\/html;\s*charset=utf-8$/i.test(response.headers()['content-type'] ?? ''),
+        `${what} is text/html; charset=utf-8 (${response.headers()['content-type']})`,
+      );
+      const summary = await checkPage(page, requests, url, forbid);
+      if (values.screenshots) {
+        const path = `${values.screenshots}-${shots++}.png`;
+        const png = await page.screenshot({ path, fullPage: true });
+        await checkNotBlank(browser, png, path);
+        log(`screenshot: ${path}`);
+      }
+      say(`PAGE ${JSON.stringify(summary)}`);
+    };
+
+    requests = [];
+    await report(await page.goto(url, { waitUntil: 'load' }), `GET ${url}`);
+    for (;;) {
+      const command = await lines();
+      if (command === null || command === 'CLOSE') {
+        await context.close();
+        say('CLOSED');
+        return;
+      }
+      if (command === 'OPEN') {
+        page = await context.newPage();
+        watch(page);
+        requests = [];
+        await report(await page.goto(url, { waitUntil: 'load' }), `GET ${url} again`);
+        continue;
+      }
+      const [verb, action, nth] = command.split(/\s+/);
+      check(verb === 'CLICK' && action, `stdin says CLICK <action>, OPEN or CLOSE (said ${JSON.stringify(command)})`);
+      const button = page.locator(`button[name="intent"][value="${action}"]`).nth(Number(nth ?? 0));
+      check((await button.count()) === 1, `there is a ${action} button number ${nth ?? 0}`);
+      requests = [];
+      const [answer] = await Promise.all([
+        page.waitForResponse((r) => r.request().method() === 'POST'),
+        button.click(),
+      ]);
+      await page.waitForLoadState('load');
+      check(answer.url() === page.url(), `the ${action} button POSTs to the page's own URL (${answer.url()})`);
+      await report(answer, `POST ${action}`);
     }
-
-    say('GET_DONE');
-    const command = await nextLine();
-    if (command === null || command === 'CLOSE') {
-      await context.close();
-      say('CLOSED');
-      return;
-    }
-    check(command === 'CLICK', `stdin says CLICK or CLOSE (said ${JSON.stringify(command)})`);
-
-    const [answer] = await Promise.all([
-      page.waitForResponse((r) => r.request().method() === 'POST'),
-      button.click(),
-    ]);
-    await page.waitForLoadState('load');
-    check(answer.url() === url && answer.status() === 200, `clicking "${name}" POSTs to the link and gets 200 (${answer.status()} ${answer.url()})`);
-    const done = await readPage(page);
-    check(done.h1.length === 1 && /switched off/i.test(done.h1[0]), `the answer's <h1> says switched off (${JSON.stringify(done.h1)})`);
-    check(done.text.includes(store) && done.text.includes(order), `the answer names store and order (${JSON.stringify(done.text)})`);
-    check(done.forms.length === 0, 'the answer has no form left to submit');
-    check(done.lowContrast.length === 0, `answer text contrast meets WCAG 1.4.3 (${done.lowContrast.join('; ') || 'all pass'})`);
-    if (screenshot) {
-      const after = screenshot.replace(/(\.png)?$/i, '-revoked.png');
-      await page.screenshot({ path: after, fullPage: true });
-      log(`screenshot of the answer: ${after}`);
-    }
-
-    // Opening the link again (the shopper clicks it in an older mail) says so and asks
-    // nothing.
-    const again = await context.newPage();
-    const reopened = await again.goto(url, { waitUntil: 'load' });
-    const later = await readPage(again);
-    check(reopened.status() === 200 && /already switched off/i.test(later.title), `the link opened again says already switched off (${JSON.stringify(later.title)})`);
-    check(later.forms.length === 0, 'the link opened again has no form');
-    await context.close();
-    say('REVOKED');
   } finally {
     await browser.close();
   }

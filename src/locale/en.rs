@@ -1,0 +1,51 @@
+//! English.
+
+use super::Texts;
+
+pub(super) static TEXTS: Texts = Texts {
+    name: "English",
+    via: "{name} via {marketplace}",
+    shopper_fallback: "Shopper",
+    store_fallback: "this store",
+
+    ask_title: "Stop mail from {store}?",
+    ask_intro: "{marketplace} gave {store} a private email address to reach you about order {order}, so the store never sees your own address.",
+    ask_consequence: "Switch it off and no more mail sent to that address will reach you. This cannot be undone.",
+    revoke_button: "Switch off this address",
+    pause_intro: "Not sure yet? Pause it instead: mail to that address is refused until you resume it. If it stays paused for {days} days, it is switched off for good.",
+    pause_button: "Pause for now",
+    others_heading: "Your other active addresses",
+    other_item: "{store}, order {order}",
+    other_button: "Switch off",
+    all_button: "Switch off all {count} addresses",
+    revoked_title: "Address switched off",
+    revoked_body: "Done. Mail from {store} about order {order} will no longer reach you.",
+    already_title: "Already switched off",
+    already_body: "The address for order {order} with {store} is already switched off. No mail reaches you through it.",
+    paused_title: "Address paused",
+    paused_body: "Mail from {store} about order {order} is refused until you resume. If it stays paused for {days} days, it is switched off for good.",
+    resume_button: "Resume",
+    resumed_title: "Address resumed",
+    resumed_body: "Mail from {store} about order {order} reaches you again.",
+    all_title: "All addresses switched off",
+    all_body: "Done. {count} addresses are switched off; no mail sent to them will reach you.",
+    other_revoked_title: "Address switched off",
+    other_revoked_body: "Done. Mail from {store} about order {order} will no longer reach you.",
+    invalid_title: "Link not valid",
+    invalid_body: "This link is not valid. It may have been mistyped or cut short.",
+    error_title: "Please try again",
+    error_body: "Something went wrong on our side. Please try again in a few minutes.",
+    back_link: "Back to your addresses",
+    footer: "This page is run by {marketplace}. Your own email address is never shown to stores.",
+
+    bounce_from: "Mail Delivery System",
+    bounce_subject: "Undelivered: your message about order {order}",
+    bounce_body: "Your message to {alias} about order {order} could not be delivered.",
+    bounce_refused: "The receiving mail server refused it for good (status {status}).",
+    bounce_expired: "It could not be delivered in the time allowed.",
+    bounce_footer: "This notice was written by the relay; it does not reveal where the message was going.",
+
+    notice_from: "{marketplace}",
+    notice_intro: "An important notice from {marketplace} about your order {order} with {store}.",
+    notice_footer: "You receive this because {store} had a private address of yours for this order; your own address was never given to the store. To switch that address off: {revoke_url}",
+};

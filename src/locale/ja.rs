@@ -1,0 +1,51 @@
+//! 日本語. Polite (です・ます) and short, as a Japanese marketplace writes to its customers.
+
+use super::Texts;
+
+pub(super) static TEXTS: Texts = Texts {
+    name: "日本語",
+    via: "{name}（{marketplace}経由）",
+    shopper_fallback: "お客様",
+    store_fallback: "ショップ",
+
+    ask_title: "{store}からのメールを停止しますか？",
+    ask_intro: "{marketplace}は、ご注文 {order} のご連絡用に、お客様のメールアドレスの代わりとなる専用アドレスを{store}にお渡ししています。お客様ご本人のアドレスがショップに知られることはありません。",
+    ask_consequence: "停止すると、この専用アドレス宛てのメールは今後届かなくなります。停止した後は元に戻せません。",
+    revoke_button: "このアドレスを停止する",
+    pause_intro: "迷われる場合は、一時停止もできます。再開するまで、このアドレス宛てのメールは受け取りません。一時停止のまま{days}日が過ぎると、完全に停止されます。",
+    pause_button: "一時停止する",
+    others_heading: "ほかにご利用中のアドレス",
+    other_item: "{store}（ご注文 {order}）",
+    other_button: "停止する",
+    all_button: "すべて停止する（{count}件）",
+    revoked_title: "アドレスを停止しました",
+    revoked_body: "{store}からのご注文 {order} に関するメールは、今後届きません。",
+    already_title: "すでに停止されています",
+    already_body: "ご注文 {order}（{store}）用のアドレスはすでに停止されています。このアドレス経由でメールが届くことはありません。",
+    paused_title: "アドレスを一時停止しました",
+    paused_body: "再開するまで、{store}からのご注文 {order} に関するメールは届きません。一時停止のまま{days}日が過ぎると、完全に停止されます。",
+    resume_button: "再開する",
+    resumed_title: "アドレスを再開しました",
+    resumed_body: "{store}からのご注文 {order} に関するメールが、再び届くようになりました。",
+    all_title: "すべてのアドレスを停止しました",
+    all_body: "{count}件のアドレスを停止しました。これらのアドレス宛てのメールは今後届きません。",
+    other_revoked_title: "アドレスを停止しました",
+    other_revoked_body: "{store}からのご注文 {order} に関するメールは、今後届きません。",
+    invalid_title: "このリンクは無効です",
+    invalid_body: "リンクが正しくないか、途中で切れている可能性があります。メールに記載されたリンクをもう一度お確かめください。",
+    error_title: "もう一度お試しください",
+    error_body: "申し訳ございません。システムで問題が発生しました。しばらくしてから、もう一度お試しください。",
+    back_link: "アドレスの一覧に戻る",
+    footer: "このページは{marketplace}が運営しています。お客様ご本人のメールアドレスがショップに表示されることはありません。",
+
+    bounce_from: "メール配送システム",
+    bounce_subject: "配信できませんでした：ご注文 {order} についてのメール",
+    bounce_body: "ご注文 {order} について {alias} 宛てにお送りいただいたメールは、配信できませんでした。",
+    bounce_refused: "受信側のメールサーバーに受け取りを拒否されました（ステータス {status}）。",
+    bounce_expired: "所定の期間内に配信できませんでした。",
+    bounce_footer: "このお知らせはメール中継システムが自動で作成しています。送信先のメールアドレスは記載していません。",
+
+    notice_from: "{marketplace}",
+    notice_intro: "{marketplace}より、{store}でのご注文 {order} に関する大切なお知らせです。",
+    notice_footer: "このメールは、ご注文の際に{store}へお渡しした専用アドレスについてお送りしています。お客様ご本人のアドレスはショップに知らされていません。この専用アドレスを停止する場合は、こちらからお手続きいただけます：{revoke_url}",
+};
