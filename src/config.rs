@@ -9,12 +9,16 @@ use serde::{Deserialize, Serialize};
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    // The io error is part of the message, not a `source`: error chains would print it twice.
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("{0}")]
     Toml(String),
     #[error("{key}: {problem}")]
     Invalid { key: String, problem: String },
+    /// A `MASKRELAY_*` variable that names no key, or whose value does not fit it.
+    #[error("environment variable {var}: {problem}")]
+    Env { var: String, problem: String },
 }
 
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
@@ -37,6 +41,7 @@ pub struct Config {
     pub privacy: Privacy,
     pub events: Events,
     pub webhooks: Webhooks,
+    pub log: Log,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,11 +147,28 @@ pub struct Dns {
 #[serde(deny_unknown_fields, default)]
 pub struct Dkim {
     pub selector: String,
+    /// The RSA key every message is signed with (`serve` generates RSA-2048 when missing:
+    /// large receivers verify only RSA).
     pub private_key_path: String,
+    /// An Ed25519 key (RFC 8463) for a second signature beside the RSA one; off when unset.
+    pub ed25519_key_path: Option<String>,
+    /// Selector of the Ed25519 key's record; defaults to `<selector>-ed25519`.
+    pub ed25519_selector: Option<String>,
 }
 impl Default for Dkim {
     fn default() -> Self {
-        Self { selector: "maskrelay".into(), private_key_path: "maskrelay-dkim.pem".into() }
+        Self {
+            selector: "maskrelay".into(),
+            private_key_path: "maskrelay-dkim.pem".into(),
+            ed25519_key_path: None,
+            ed25519_selector: None,
+        }
+    }
+}
+impl Dkim {
+    /// The selector the Ed25519 record is published under.
+    pub fn ed25519_selector(&self) -> String {
+        self.ed25519_selector.clone().unwrap_or_else(|| format!("{}-ed25519", self.selector))
     }
 }
 
@@ -259,15 +281,20 @@ impl Default for Database {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
+    /// The operator API (and, without `public_listen`, the shopper pages too).
     pub listen: String,
+    /// A second listener serving only the shopper pages (`/r/…`), so the operator API can
+    /// stay off public ports; off when empty.
+    pub public_listen: String,
     /// Operator bearer token; generated and printed once at start when unset.
     pub token: Option<String>,
-    /// Base URL shoppers reach the revoke page at; defaults to `http://<api.listen>`.
+    /// Base URL shoppers reach the revoke page at; defaults to `http://<public_listen>`, else
+    /// `http://<listen>` (refused when that address is 0.0.0.0 or [::]).
     pub public_url: Option<String>,
 }
 impl Default for Api {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), token: None, public_url: None }
+        Self { listen: "127.0.0.1:8080".into(), public_listen: String::new(), token: None, public_url: None }
     }
 }
 
@@ -334,32 +361,41 @@ impl Default for Privacy {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter: `info`, `debug`, or per module (`info,maskrelay::delivery=debug`).
+    /// `MASKRELAY_LOG` sets it too.
+    pub level: String,
+    pub format: LogFormat,
+}
+impl Default for Log {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
 const ENV_PREFIX: &str = "MASKRELAY_";
-const SECTIONS: &[&str] = &[
-    "relay",
-    "smtp",
-    "submission",
-    "auth",
-    "dns",
-    "dkim",
-    "egress",
-    "database",
-    "api",
-    "threads",
-    "privacy",
-    "events",
-    "webhooks",
-];
 
 impl Config {
     /// Defaults, then the file (if any), then the environment.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p)
-                .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
+                .map_err(|cause| ConfigError::Read { path: p.display().to_string(), cause })?,
             None => String::new(),
         };
-        Self::from_toml_and_env(&text, std::env::vars())
+        Self::from_toml_and_env(&text, env_vars()?)
     }
 
     /// The same, with the file text and environment given (for tests).
@@ -369,21 +405,20 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Toml(format!("config file: {e}")))?;
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
-            let Some((section, key)) = rest.split_once('_') else { continue };
-            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-            // Other MASKRELAY_* variables (MASKRELAY_LOG, the test suite's) are not config;
-            // a wrong key inside a real section still is an error.
-            if !SECTIONS.contains(&section.as_str()) {
-                continue;
-            }
+        let schema = Schema::of_defaults();
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+            let (section, key) = schema.locate(&var, rest)?;
+            let value = schema.value(&var, &section, &key, &value)?;
             let entry =
                 table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let toml::Value::Table(t) = entry else {
                 return Err(invalid(&section, "must be a table"));
             };
-            t.insert(key, env_value(&value));
+            match value {
+                Some(v) => t.insert(key, v),
+                None => t.remove(&key),
+            };
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
@@ -396,9 +431,35 @@ impl Config {
         crate::address::Mailbox::parse(&format!("postmaster@{}", self.relay.domain))
             .map_err(|_| invalid("relay.domain", "not a domain name"))?;
         parse_addr("smtp.listen", &self.smtp.listen)?;
-        parse_addr("api.listen", &self.api.listen)?;
+        let api = parse_addr("api.listen", &self.api.listen)?;
         if !self.submission.listen.is_empty() {
             parse_addr("submission.listen", &self.submission.listen)?;
+        }
+        let shopper_pages = match self.api.public_listen.as_str() {
+            "" => ("api.listen", api),
+            listen => {
+                let public = parse_addr("api.public_listen", listen)?;
+                if public == api && public.port() != 0 {
+                    return Err(invalid("api.public_listen", "must differ from api.listen"));
+                }
+                ("api.public_listen", public)
+            }
+        };
+        match &self.api.public_url {
+            Some(url) => check_public_url(url)?,
+            // Links to http://0.0.0.0:8080 reach no shopper: make the operator say where
+            // the pages are published.
+            None if shopper_pages.1.ip().is_unspecified() => {
+                return Err(invalid(
+                    "api.public_url",
+                    format!(
+                        "required when {} = {} listens on every interface: revoke links would point at \
+                         http://{}; set it to the address shoppers reach, e.g. https://{}",
+                        shopper_pages.0, shopper_pages.1, shopper_pages.1, self.relay.domain
+                    ),
+                ));
+            }
+            None => {}
         }
         let positive = [
             ("smtp.max_message_bytes", self.smtp.max_message_bytes),
@@ -484,6 +545,8 @@ impl Config {
         {
             return Err(invalid("api.token", "must be at least 16 characters"));
         }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("{:?} is not a log filter ({e})", self.log.level)))?;
         Ok(())
     }
 
@@ -496,22 +559,209 @@ impl Config {
     pub fn public_url(&self) -> String {
         match &self.api.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
+            None if !self.api.public_listen.is_empty() => format!("http://{}", self.api.public_listen),
             None => format!("http://{}", self.api.listen),
         }
     }
+
+    /// The configuration as TOML, in the order of this file's sections, every secret
+    /// replaced by a note that it is set and how long it is (what `maskrelay config check`
+    /// prints), and a last line naming the optional keys left unset.
+    pub fn to_masked_toml(&self) -> String {
+        let mut c = self.clone();
+        // Every secret key: api.token, egress.smarthost_password, privacy.keys, and the
+        // password inside database.url.
+        c.api.token = c.api.token.as_deref().map(mask);
+        c.egress.smarthost_password = c.egress.smarthost_password.as_deref().map(mask);
+        c.privacy.keys = c.privacy.keys.iter().map(|k| mask(k)).collect();
+        c.database.url = redact_url(&c.database.url);
+        let mut text = toml::to_string_pretty(&c).unwrap_or_default();
+        let unset: Vec<String> = match serde_json::to_value(&c) {
+            Ok(serde_json::Value::Object(sections)) => sections
+                .iter()
+                .flat_map(|(section, keys)| {
+                    keys.as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(_, v)| v.is_null())
+                        .map(move |(key, _)| format!("{section}.{key}"))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !unset.is_empty() {
+            text.push_str(&format!("\n# unset: {}\n", unset.join(", ")));
+        }
+        text
+    }
+}
+
+fn mask(secret: &str) -> String {
+    format!("<secret: {} characters>", secret.chars().count())
+}
+
+/// A database URL fit for logs and errors: the password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// The host (and port) a database URL points at, for errors: `db.internal:5432`, or the
+/// file of a SQLite URL.
+pub fn url_host(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    if scheme == "sqlite" {
+        return rest.split('?').next().unwrap_or(rest).to_owned();
+    }
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()
+}
+
+fn check_public_url(url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid("api.public_url", format!("{url:?} must start with https:// or http://")))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // `[v6]:port` keeps its colons inside the brackets.
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    let unspecified = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    if host.is_empty() || unspecified {
+        return Err(invalid("api.public_url", format!("{url:?} names no host shoppers can reach")));
+    }
+    Ok(())
 }
 
 fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
     v.parse().map_err(|_| invalid(key, format!("{v:?} is not an IP:port socket address")))
 }
 
-/// An environment value is read as a TOML value when it is one (`25`, `true`, `["a"]`),
-/// else as a plain string (`127.0.0.1:2525`).
-fn env_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+/// The process environment; a `MASKRELAY_*` variable that is not UTF-8 is an error, other
+/// variables are none of our business.
+fn env_vars() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(ENV_PREFIX) {
+            continue;
+        }
+        let value = value.into_string().map_err(|_| ConfigError::Env {
+            var: name.to_owned(),
+            problem: "the value is not UTF-8".into(),
+        })?;
+        vars.push((name.to_owned(), value));
+    }
+    Ok(vars)
+}
+
+/// Every key and the kind of value it takes, read off the defaults (serialized to JSON,
+/// where an unset optional key shows as null rather than disappearing).
+struct Schema {
+    sections: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Schema {
+    fn of_defaults() -> Self {
+        let sections = match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        Self { sections }
+    }
+
+    /// The (section, key) a variable name sets. `MASKRELAY_LOG` is `log.level` (it was
+    /// documented before the `[log]` section existed).
+    fn locate(&self, var: &str, rest: &str) -> Result<(String, String), ConfigError> {
+        let lower = rest.to_ascii_lowercase();
+        if lower == "log" {
+            return Ok(("log".into(), "level".into()));
+        }
+        let err = |problem: String| ConfigError::Env { var: var.to_owned(), problem };
+        let names: Vec<&str> = self.sections.keys().map(String::as_str).collect();
+        let Some((section, key)) = names
+            .iter()
+            .filter_map(|s| lower.strip_prefix(s).and_then(|k| k.strip_prefix('_')).map(|k| (*s, k)))
+            .next()
+        else {
+            let section = lower.split('_').next().unwrap_or("");
+            return Err(err(format!(
+                "no configuration section {section:?} (sections: {}); variables for the test suite \
+                 start with MRTEST_, not MASKRELAY_",
+                names.join(", ")
+            )));
+        };
+        let keys = self.sections.get(section).and_then(|v| v.as_object());
+        if !keys.is_some_and(|k| k.contains_key(key)) {
+            let known: Vec<&str> = keys.map(|k| k.keys().map(String::as_str).collect()).unwrap_or_default();
+            return Err(err(format!("[{section}] has no key {key:?} (keys: {})", known.join(", "))));
+        }
+        Ok((section.to_owned(), key.to_owned()))
+    }
+
+    /// The raw text as the kind of value the key takes: text keys take it as it is (a
+    /// digit-only password stays text), typed keys must parse as their type. None unsets an
+    /// optional key (an empty value).
+    fn value(
+        &self,
+        var: &str,
+        section: &str,
+        key: &str,
+        raw: &str,
+    ) -> Result<Option<toml::Value>, ConfigError> {
+        use serde_json::Value as J;
+        let err = |expected: &str| ConfigError::Env {
+            var: var.to_owned(),
+            problem: format!("{section}.{key} takes {expected}, not {raw:?}"),
+        };
+        let default = self.sections.get(section).and_then(|s| s.get(key)).unwrap_or(&J::Null);
+        Ok(Some(match default {
+            // An unset optional key: every one of them is text today.
+            J::Null if raw.is_empty() => return Ok(None),
+            J::Null | J::String(_) => toml::Value::String(raw.to_owned()),
+            J::Bool(_) => match raw.trim() {
+                "true" => toml::Value::Boolean(true),
+                "false" => toml::Value::Boolean(false),
+                _ => return Err(err("true or false")),
+            },
+            J::Number(n) if n.is_f64() => {
+                toml::Value::Float(raw.trim().parse().map_err(|_| err("a number"))?)
+            }
+            J::Number(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| err("a whole number"))?),
+            J::Array(_) => parse_list(raw).ok_or_else(|| err("a list: [\"a\", \"b\"] or a,b"))?,
+            J::Object(_) => toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .filter(toml::Value::is_table)
+                .ok_or_else(|| err("an inline table { key = value }"))?,
+        }))
+    }
+}
+
+/// A list from the environment: a TOML array (`["a", "b"]`), or comma-separated text.
+fn parse_list(raw: &str) -> Option<toml::Value> {
+    if raw.trim_start().starts_with('[') {
+        return toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(toml::Value::is_array);
+    }
+    Some(toml::Value::Array(
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| toml::Value::String(s.to_owned()))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -544,8 +794,10 @@ mod tests {
                 ("MASKRELAY_SMTP_MAX_RECIPIENTS", "7"),
                 ("MASKRELAY_API_TOKEN", "0123456789abcdef0123"),
                 ("MASKRELAY_DNS_NAMESERVERS", "[\"127.0.0.1:5353\"]"),
+                ("MASKRELAY_EGRESS_MAX_QUEUE_DAYS", "2"),
+                ("MASKRELAY_LOG", "debug"),
                 ("OTHER_VAR", "x"),
-                ("MASKRELAY_REQUIRE_POSTGRES", "1"),
+                ("MRTEST_REQUIRE_POSTGRES", "1"),
             ]),
         )
         .unwrap();
@@ -553,6 +805,127 @@ mod tests {
         assert_eq!(c.relay.domain, "a.example");
         assert_eq!(c.api.token.as_deref(), Some("0123456789abcdef0123"));
         assert_eq!(c.dns.nameservers, vec!["127.0.0.1:5353"]);
+        assert_eq!(c.egress.max_queue_days, 2.0);
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn string_keys_take_the_value_as_text() {
+        let c = Config::from_toml_and_env(
+            "",
+            env(&[
+                ("MASKRELAY_API_TOKEN", "1234567890123456789"),
+                ("MASKRELAY_EGRESS_SMARTHOST_PASSWORD", "true"),
+                ("MASKRELAY_EGRESS_SMARTHOST_USER", "[not a list]"),
+                ("MASKRELAY_EGRESS_SMARTHOST_TLS", "starttls"),
+                ("MASKRELAY_RELAY_MARKETPLACE", "42"),
+                ("MASKRELAY_DNS_NAMESERVERS", "127.0.0.1:5353, 127.0.0.1:5354"),
+                ("MASKRELAY_LOG_FORMAT", "json"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.api.token.as_deref(), Some("1234567890123456789"));
+        assert_eq!(c.egress.smarthost_password.as_deref(), Some("true"));
+        assert_eq!(c.egress.smarthost_user.as_deref(), Some("[not a list]"));
+        assert_eq!(c.relay.marketplace, "42");
+        assert_eq!(c.dns.nameservers, vec!["127.0.0.1:5353", "127.0.0.1:5354"]);
+        assert_eq!(c.log.format, LogFormat::Json);
+        // An empty value unsets an optional key.
+        let c = Config::from_toml_and_env(
+            "[api]\ntoken = \"0123456789abcdef0123\"\n",
+            env(&[("MASKRELAY_API_TOKEN", "")]),
+        )
+        .unwrap();
+        assert_eq!(c.api.token, None);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable_and_key() {
+        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_SMPT_LISTEN", "127.0.0.1:25")])).unwrap_err();
+        assert!(e.to_string().contains("MASKRELAY_SMPT_LISTEN") && e.to_string().contains("\"smpt\""), "{e}");
+        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_REQUIRE_POSTGRES", "1")])).unwrap_err();
+        assert!(
+            e.to_string().contains("MASKRELAY_REQUIRE_POSTGRES") && e.to_string().contains("MRTEST_"),
+            "{e}"
+        );
+        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_SMTP_MAX_RECIPIENTS", "many")])).unwrap_err();
+        assert!(
+            e.to_string().contains("smtp.max_recipients") && e.to_string().contains("whole number"),
+            "{e}"
+        );
+        let e =
+            Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MAX_QUEUE_DAYS", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("egress.max_queue_days"), "{e}");
+        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_LOG_LEVEL", "info,=[")])).unwrap_err();
+        assert!(e.to_string().contains("log.level"), "{e}");
+        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_SMTP", "x")])).unwrap_err();
+        assert!(e.to_string().contains("MASKRELAY_SMTP"), "{e}");
+    }
+
+    #[test]
+    fn revoke_links_need_a_public_url_when_listening_everywhere() {
+        let e = Config::from_toml_and_env("", env(&[("MASKRELAY_API_LISTEN", "0.0.0.0:8080")])).unwrap_err();
+        assert!(e.to_string().contains("api.public_url") && e.to_string().contains("0.0.0.0"), "{e}");
+        let e =
+            Config::from_toml_and_env("", env(&[("MASKRELAY_API_PUBLIC_LISTEN", "[::]:8081")])).unwrap_err();
+        assert!(e.to_string().contains("api.public_url"), "{e}");
+        // The operator API on every interface, shopper pages on loopback: links go there.
+        let c = Config::from_toml_and_env(
+            "",
+            env(&[
+                ("MASKRELAY_API_LISTEN", "0.0.0.0:8080"),
+                ("MASKRELAY_API_PUBLIC_LISTEN", "127.0.0.1:8081"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.public_url(), "http://127.0.0.1:8081");
+        let c = Config::from_toml_and_env(
+            "",
+            env(&[
+                ("MASKRELAY_API_LISTEN", "0.0.0.0:8080"),
+                ("MASKRELAY_API_PUBLIC_URL", "https://relay.example/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.public_url(), "https://relay.example");
+        let e =
+            Config::from_toml_and_env("", env(&[("MASKRELAY_API_PUBLIC_URL", "relay.example")])).unwrap_err();
+        assert!(e.to_string().contains("api.public_url"), "{e}");
+    }
+
+    #[test]
+    fn masked_toml_hides_secrets() {
+        let c = Config::from_toml_and_env(
+            "",
+            env(&[
+                ("MASKRELAY_API_TOKEN", "supersecrettoken-1234"),
+                ("MASKRELAY_DATABASE_URL", "postgres://relay:hunter2hunter2@db.internal:5432/maskrelay"),
+                ("MASKRELAY_EGRESS_SMARTHOST_PASSWORD", "smtp-pass-99"),
+                ("MASKRELAY_EGRESS_SMARTHOST_USER", "relay"),
+                ("MASKRELAY_EGRESS_SMARTHOST_TLS", "tls"),
+                ("MASKRELAY_PRIVACY_KEYS", "[\"a2V5LW9uZQ==\"]"),
+            ]),
+        )
+        .unwrap();
+        let text = c.to_masked_toml();
+        for secret in ["supersecrettoken-1234", "hunter2hunter2", "smtp-pass-99", "a2V5LW9uZQ=="] {
+            assert!(!text.contains(secret), "{secret} shown:\n{text}");
+        }
+        assert!(text.contains("postgres://relay:***@db.internal:5432/maskrelay"), "{text}");
+        assert!(text.contains("token = \"<secret: 21 characters>\""), "{text}");
+        // The masked text is still TOML with every section.
+        let back: toml::Table = toml::from_str(&text).unwrap();
+        assert!(back.contains_key("smtp") && back.contains_key("log"));
+    }
+
+    #[test]
+    fn urls_are_redacted_and_hosts_named() {
+        assert_eq!(redact_url("postgres://u:p@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(url_host("postgres://u:p@db.internal:5432/d?sslmode=require"), "db.internal:5432");
+        assert_eq!(url_host("postgres://h/d"), "h");
+        assert_eq!(url_host("sqlite://data/relay.db?mode=rwc"), "data/relay.db");
     }
 
     #[test]
@@ -579,12 +952,21 @@ mod tests {
 
     #[test]
     fn init_template_is_a_valid_config() {
-        let c = Config::from_toml_and_env(
-            &commented_template("relay.example", "0123456789abcdef0123456789", "s1", "/k.pem", "/k.key"),
-            env(&[]),
-        )
-        .unwrap();
+        let mut t = Template {
+            domain: "relay.example",
+            token: "0123456789abcdef0123456789",
+            selector: "s1",
+            dkim_key: "/k.pem",
+            key_file: "/k.key",
+            smarthost: None,
+        };
+        let c = Config::from_toml_and_env(&commented_template(&t), env(&[])).unwrap();
         assert_eq!(c.relay.domain, "relay.example");
+        assert_eq!(c.egress.mode, EgressMode::Mx);
+        t.smarthost = Some("smtp.provider.example:587");
+        let c = Config::from_toml_and_env(&commented_template(&t), env(&[])).unwrap();
+        assert_eq!(c.egress.mode, EgressMode::Smarthost);
+        assert_eq!(c.egress.smarthost, "smtp.provider.example:587");
     }
 
     #[test]
@@ -606,17 +988,37 @@ mod tests {
     }
 }
 
+/// What `maskrelay init` fills into its config.
+pub struct Template<'a> {
+    pub domain: &'a str,
+    pub token: &'a str,
+    pub selector: &'a str,
+    pub dkim_key: &'a str,
+    pub key_file: &'a str,
+    /// `host:port` when mail leaves through a smarthost.
+    pub smarthost: Option<&'a str>,
+}
+
 /// The commented config `maskrelay init` writes.
-pub fn commented_template(
-    domain: &str,
-    token: &str,
-    selector: &str,
-    dkim_key: &str,
-    key_file: &str,
-) -> String {
+pub fn commented_template(t: &Template<'_>) -> String {
+    let Template { domain, token, selector, dkim_key, key_file, smarthost } = *t;
+    let egress = match smarthost {
+        Some(host) => format!(
+            "mode = \"smarthost\"\nsmarthost = \"{host}\"\n\
+             smarthost_tls = \"starttls\"   # \"none\", \"starttls\" or \"tls\" (certificate verified)\n\
+             # smarthost_ca_path = \"/etc/ssl/smarthost-ca.pem\"   # default: the system's roots\n\
+             # smarthost_user = \"…\"   # the password: MASKRELAY_EGRESS_SMARTHOST_PASSWORD"
+        ),
+        None => "mode = \"mx\"\n# smarthost = \"127.0.0.1:2526\"\n\
+                 # smarthost_tls = \"none\"   # \"none\", \"starttls\" or \"tls\" (certificate verified)\n\
+                 # smarthost_ca_path = \"/etc/ssl/smarthost-ca.pem\"   # default: the system's roots\n\
+                 # smarthost_user = \"relay\"  # AUTH PLAIN/LOGIN, only over TLS unless\n\
+                 # smarthost_auth_plaintext = true"
+            .to_owned(),
+    };
     format!(
         r#"# maskrelay configuration. Every key can also be set as MASKRELAY_<SECTION>_<KEY>,
-# e.g. MASKRELAY_SMTP_LISTEN=0.0.0.0:25.
+# e.g. MASKRELAY_SMTP_LISTEN=0.0.0.0:25. `maskrelay config check` prints what is in force.
 
 [relay]
 # The alias domain. Its MX record must point at this host.
@@ -642,6 +1044,9 @@ idle_timeout_secs = 300
 command_timeout_secs = 300
 transaction_timeout_secs = 1800
 min_data_bytes_per_sec = 1024
+# STARTTLS: a certificate for the relay domain; SIGHUP reloads renewed files.
+# tls_cert_path = "/etc/letsencrypt/live/{domain}/fullchain.pem"
+# tls_key_path = "/etc/letsencrypt/live/{domain}/privkey.pem"
 
 [auth]
 # "dmarc": the From must be an approved sender and pass DMARC. "envelope": trust the
@@ -656,15 +1061,12 @@ nameservers = []
 # Outgoing mail is signed for the relay domain; publish the record `maskrelay init` printed.
 selector = "{selector}"
 private_key_path = "{dkim_key}"
+# A second signature with Ed25519 (RFC 8463), beside the RSA one; generated when missing.
+# ed25519_key_path = "/etc/maskrelay/maskrelay-dkim-ed25519.pem"
 
 [egress]
 # "mx": deliver directly by MX lookup. "smarthost": hand everything to one next hop.
-mode = "mx"
-# smarthost = "127.0.0.1:2526"
-# smarthost_tls = "none"   # "none", "starttls" or "tls" (certificate verified)
-# smarthost_ca_path = "/etc/ssl/smarthost-ca.pem"   # default: the system's roots
-# smarthost_user = "relay"  # AUTH PLAIN/LOGIN, only over TLS unless
-# smarthost_auth_plaintext = true
+{egress}
 workers = 4
 # MX delivery: deliveries in progress to one MX host at a time (default: workers / 2).
 # max_per_destination = 2
@@ -679,8 +1081,11 @@ max_queue_days = 5
 url = "sqlite://maskrelay.db"
 
 [api]
+# The operator API (bearer token). Keep it on a private address.
 listen = "127.0.0.1:8080"
 token = "{token}"
+# A second listener for the shopper pages (/r/…) only, to publish through your proxy.
+# public_listen = "127.0.0.1:8081"
 # Where shoppers reach the revoke page; put the relay's public HTTPS address here.
 # public_url = "https://{domain}"
 
@@ -704,6 +1109,12 @@ key_file = "{key_file}"
 # Or give the keys themselves, e.g. from a secret store: this overrides key_file.
 # MASKRELAY_PRIVACY_KEYS='["<new key>", "<old key>"]'
 # keys = []
+
+[log]
+# "info", "debug", or per module: "info,maskrelay::delivery=debug".
+level = "info"
+# "text", or "json": one object per line for log shippers.
+format = "text"
 "#
     )
 }

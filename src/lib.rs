@@ -2,6 +2,7 @@
 //! listener → session → (authorize, rewrite) → queue → delivery.
 
 pub mod address;
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod leak;
 pub mod locale;
 pub mod metrics;
 pub mod queue;
+pub mod records;
 pub mod retention;
 pub mod rewrite;
 pub mod server;

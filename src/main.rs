@@ -1,6 +1,7 @@
 //! The `maskrelay` command: parse arguments, load config, call into the library.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -8,7 +9,7 @@ use maskrelay::address::{Mailbox, StoreId};
 use maskrelay::api::paging::{PageQuery, Paged};
 use maskrelay::api::stores::NewStore;
 use maskrelay::api::threads::{NewThreadRequest, ShopperInput, ThreadQuery, ThreadView};
-use maskrelay::config::Config;
+use maskrelay::config::{Config, EgressMode, LogFormat};
 use maskrelay::server::Relay;
 use maskrelay::store::audit::Actor;
 use maskrelay::store::{Db, events, stores, threads};
@@ -25,12 +26,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run SMTP, delivery workers and the HTTP API.
+    /// Run SMTP, delivery workers and the HTTP API. SIGHUP reloads the TLS certificate and
+    /// the privacy keys; SIGTERM or Ctrl-C stops it.
     Serve,
-    /// Write a commented maskrelay.toml and print the DNS records to publish.
+    /// Write a commented maskrelay.toml (mode 0600: it holds the API token), the keys, and
+    /// print the DNS records to publish, in zone-file syntax, on stdout.
     Init {
         #[arg(long, default_value = "relay.localhost")]
         domain: String,
+        /// This host's public address, for the A, SPF and PTR records (else a placeholder).
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// Deliver through this smarthost (host:port) instead of by MX: written to the
+        /// config, and the SPF record names the provider's include.
+        #[arg(long)]
+        smarthost: Option<String>,
+        /// Where DMARC aggregate reports go (default dmarc-reports@ the parent domain); not
+        /// an address in the relay domain, which takes mail for aliases only.
+        #[arg(long)]
+        dmarc_rua: Option<String>,
+        /// Give the written files to this user (and its group), e.g. the service user when
+        /// init runs as root in /etc/maskrelay.
+        #[arg(long)]
+        owner: Option<String>,
         /// Where to write the config.
         #[arg(long, default_value = "maskrelay.toml")]
         out: PathBuf,
@@ -59,6 +77,24 @@ enum Command {
     /// Privacy keys: generate a new one, rotate stored data to the current one.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Ask the running relay's /healthz (for container health checks): exit 0 when healthy.
+    Health {
+        /// The health URL; default http://<api.listen>/healthz (0.0.0.0 asked on 127.0.0.1).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Checks against the world: `check dns` looks the relay domain's records up.
+    #[command(subcommand)]
+    Check(CheckCmd),
+    /// The configuration: `config check` validates it and prints it, secrets masked.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Copy the SQLite database to FILE while the relay runs (VACUUM INTO). The privacy keys
+    /// are not in it: back them up apart.
+    Backup {
+        /// The copy to write; must not exist.
+        file: PathBuf,
+    },
     /// Leak incidents: show one, notify its shoppers.
     #[command(subcommand)]
     Incident(IncidentCmd),
@@ -90,6 +126,17 @@ enum IncidentCmd {
 }
 
 #[derive(Subcommand)]
+enum CheckCmd {
+    /// Look up MX, A, SPF, DKIM, DMARC and PTR through dns.nameservers (or the system
+    /// resolver) and say what is missing or wrong; exit 1 if anything is.
+    Dns {
+        /// The relay's public address, for the SPF and PTR checks (default: its A record).
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+    },
+}
+
+#[derive(Subcommand)]
 enum WebhookCmd {
     /// Register a URL for event types (repeat --event); prints the signing secret once.
     Add {
@@ -102,6 +149,13 @@ enum WebhookCmd {
     Delete {
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate the configuration (file and MASKRELAY_* variables) and the files it names;
+    /// print the effective configuration with secrets masked.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -247,15 +301,6 @@ enum QueueCmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MASKRELAY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -264,36 +309,40 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("maskrelay: {e:#}");
+            eprintln!("maskrelay: {}", report(&e));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    if let Command::Init { domain, out, force, dkim_key, dkim_algorithm, privacy_key } = &cli.command {
-        return init(domain, out, *force, dkim_key, *dkim_algorithm, privacy_key);
-    }
-    if let Command::Keys(KeysCmd::Generate) = &cli.command {
-        println!("{}", maskrelay::store::Vault::generate_key());
-        return Ok(());
-    }
-    let config = Config::load(cli.config.as_deref()).context("configuration")?;
-    match cli.command {
-        Command::Serve => serve(config).await,
-        Command::Init { .. } => unreachable!("handled above"),
-        Command::Store(cmd) => store_cmd(&config, cmd).await,
-        Command::Thread(cmd) => thread_cmd(&config, cmd).await,
-        Command::Queue(cmd) => queue_cmd(&config, cmd).await,
-        Command::Keys(KeysCmd::Generate) => unreachable!("handled above"),
-        Command::Keys(KeysCmd::Rotate) => rotate_keys(&config).await,
-        Command::Incident(cmd) => incident_cmd(&config, cmd).await,
-        Command::Webhook(cmd) => webhook_cmd(&config, cmd).await,
-        Command::Retention(RetentionCmd::Run) => {
-            print_json(&maskrelay::retention::sweep(&db(&config).await?, &config).await?)
+/// The error and its causes, each said once: an error whose message already quotes its
+/// cause (as many library errors do) is not followed by that cause again.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
         }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Logs to stderr as `[log]` says: text (colour only on a terminal, so journald and files
+/// get plain lines) or one JSON object per line.
+fn init_logging(log: &maskrelay::config::Log) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
 }
 
@@ -351,8 +400,55 @@ async fn webhook_cmd(config: &Config, cmd: WebhookCmd) -> Result<()> {
     }
 }
 
-async fn serve(config: Config) -> Result<()> {
-    let relay = Relay::start(config).await?;
+async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Init {
+        domain,
+        ip,
+        smarthost,
+        dmarc_rua,
+        owner,
+        out,
+        force,
+        dkim_key,
+        dkim_algorithm,
+        privacy_key,
+    } = &cli.command
+    {
+        init_logging(&maskrelay::config::Log::default());
+        let files = InitFiles { out, dkim_key, privacy_key, force: *force };
+        let dns =
+            InitDns { domain, ip: *ip, smarthost: smarthost.as_deref(), dmarc_rua: dmarc_rua.as_deref() };
+        init(&dns, &files, *dkim_algorithm, owner.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Keys(KeysCmd::Generate) = &cli.command {
+        println!("{}", maskrelay::store::Vault::generate_key());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = Config::load(cli.config.as_deref()).context("configuration")?;
+    init_logging(&config.log);
+    let done = match cli.command {
+        Command::Serve => serve(config, cli.config).await,
+        Command::Init { .. } | Command::Keys(KeysCmd::Generate) => unreachable!("handled above"),
+        Command::Store(cmd) => store_cmd(&config, cmd).await,
+        Command::Thread(cmd) => thread_cmd(&config, cmd).await,
+        Command::Queue(cmd) => queue_cmd(&config, cmd).await,
+        Command::Keys(KeysCmd::Rotate) => rotate_keys(&config).await,
+        Command::Health { url } => return health(&config, url).await,
+        Command::Check(CheckCmd::Dns { ip }) => return check_dns(&config, ip).await,
+        Command::Config(ConfigCmd::Check) => return config_check(&config),
+        Command::Backup { file } => backup(&config, &file).await,
+        Command::Incident(cmd) => incident_cmd(&config, cmd).await,
+        Command::Webhook(cmd) => webhook_cmd(&config, cmd).await,
+        Command::Retention(RetentionCmd::Run) => {
+            print_json(&maskrelay::retention::sweep(&db(&config).await?, &config).await?)
+        }
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config, path: Option<PathBuf>) -> Result<()> {
+    let mut relay = Relay::start(config).await?;
     if relay.token_generated {
         // Shown once on the terminal, never logged: set api.token to keep one.
         println!(
@@ -361,25 +457,58 @@ async fn serve(config: Config) -> Result<()> {
         );
     }
     println!("SMTP on {}, HTTP API on {}", relay.smtp_addr, relay.api_addr);
-    wait_for_signal().await;
+    if let Some(public) = relay.public_addr {
+        println!("Shopper pages on {public}");
+    }
+    loop {
+        match next_signal().await {
+            Signal::Stop => break,
+            Signal::Reload => reload(&mut relay, path.as_deref()).await,
+        }
+    }
     tracing::info!("shutting down");
     relay.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGHUP: read the configuration again and apply what can change while mail flows.
+async fn reload(relay: &mut Relay, path: Option<&std::path::Path>) {
+    let fresh = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload: the configuration does not load; nothing changed");
+            return;
+        }
+    };
+    let done = relay.reload(fresh).await;
+    for failure in &done.failed {
+        tracing::error!(error = %failure, "reload: kept the old value");
+    }
+    if !done.need_restart.is_empty() {
+        tracing::warn!(keys = %done.need_restart.join(", "), "reload: these keys changed and apply only after a restart");
+    }
+    tracing::info!(tls = done.tls, privacy_keys = done.privacy_keys, key_ids = %relay.db.vault.key_ids().join(","), "reloaded");
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
+async fn next_signal() -> Signal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+        if let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = term.recv() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+    Signal::Stop
 }
 
 /// The database for a one-off command. The key file must exist already: only `serve` and
@@ -387,7 +516,9 @@ async fn wait_for_signal() {
 /// a second keyring.
 async fn db(config: &Config) -> Result<Db> {
     let (vault, _) = maskrelay::store::Vault::from_config(&config.privacy, false)?;
-    Ok(Db::connect(&config.database.url, 2, vault).await?)
+    Db::connect(&config.database.url, 2, vault)
+        .await
+        .map_err(|e| maskrelay::server::ServeError::database(&config.database.url, e).into())
 }
 
 async fn rotate_keys(config: &Config) -> Result<()> {
@@ -509,31 +640,71 @@ async fn queue_cmd(config: &Config, cmd: QueueCmd) -> Result<()> {
     }
 }
 
-fn init(
-    domain: &str,
-    out: &PathBuf,
+/// Where `init` writes.
+struct InitFiles<'a> {
+    out: &'a PathBuf,
+    dkim_key: &'a PathBuf,
+    privacy_key: &'a PathBuf,
     force: bool,
-    dkim_key: &PathBuf,
+}
+
+/// What `init`'s records say.
+struct InitDns<'a> {
+    domain: &'a str,
+    ip: Option<std::net::IpAddr>,
+    smarthost: Option<&'a str>,
+    dmarc_rua: Option<&'a str>,
+}
+
+/// Writes the config (0600: it holds the API token), the DKIM and privacy keys (0600), hands
+/// them to `owner` if given, and prints the DNS records as a zone-file fragment on stdout
+/// (everything else goes to stderr, so `init > relay.zone` keeps only the records).
+fn init(
+    dns: &InitDns<'_>,
+    files: &InitFiles<'_>,
     algorithm: maskrelay::delivery::dkim::Algorithm,
-    privacy_key: &PathBuf,
+    owner: Option<&str>,
 ) -> Result<()> {
     use maskrelay::delivery::dkim;
+    let domain = dns.domain;
     maskrelay::address::Mailbox::parse(&format!("postmaster@{domain}"))
         .map_err(|_| anyhow::anyhow!("--domain: {domain:?} is not a domain name"))?;
-    if out.exists() && !force {
+    if let Some(s) = dns.smarthost
+        && !s.contains(':')
+    {
+        bail!("--smarthost: {s:?} is not host:port");
+    }
+    let rua =
+        dns.dmarc_rua.map(str::to_owned).unwrap_or_else(|| maskrelay::records::default_dmarc_rua(domain));
+    let rua = rua.trim_start_matches("mailto:").to_owned();
+    let rua_mailbox =
+        Mailbox::parse(&rua).map_err(|_| anyhow::anyhow!("--dmarc-rua: {rua:?} is not an email address"))?;
+    if rua_mailbox.domain().eq_ignore_ascii_case(domain) {
+        bail!(
+            "--dmarc-rua: {rua} is in the relay domain, which takes mail for aliases only: give an address you read"
+        );
+    }
+    #[cfg(unix)]
+    let owner = owner.map(maskrelay::admin::lookup_user).transpose()?;
+    #[cfg(not(unix))]
+    if owner.is_some() {
+        bail!("--owner works on Unix only");
+    }
+    let (out, dkim_key, privacy_key) = (files.out, files.dkim_key, files.privacy_key);
+    if out.exists() && !files.force {
         bail!("{} exists; pass --force to overwrite it", out.display());
     }
     if dkim_key.exists() {
-        println!("Keeping the DKIM key at {}.", dkim_key.display());
+        eprintln!("Keeping the DKIM key at {}.", dkim_key.display());
     } else {
         dkim::generate(dkim_key, algorithm)?;
-        println!("Wrote the DKIM private key to {} (mode 0600).", dkim_key.display());
+        eprintln!("Wrote the DKIM private key to {} (mode 0600).", dkim_key.display());
     }
     if privacy_key.exists() {
-        println!("Keeping the privacy key file at {}.", privacy_key.display());
+        eprintln!("Keeping the privacy key file at {}.", privacy_key.display());
     } else {
         maskrelay::store::Vault::create_key_file(privacy_key)?;
-        println!(
+        eprintln!(
             "Wrote the privacy key file to {} (mode 0600). Back it up apart from the database.",
             privacy_key.display()
         );
@@ -542,26 +713,150 @@ fn init(
     let selector = maskrelay::config::Dkim::default().selector;
     let signer = dkim::Signer::load(dkim_key, domain, &selector)?;
     let token = maskrelay::address::random_token(32);
-    let key_path = std::fs::canonicalize(dkim_key).unwrap_or_else(|_| dkim_key.clone());
-    std::fs::write(
-        out,
-        maskrelay::config::commented_template(
-            domain,
-            &token,
-            &selector,
-            &key_path.display().to_string(),
-            &std::fs::canonicalize(privacy_key).unwrap_or_else(|_| privacy_key.clone()).display().to_string(),
-        ),
-    )
-    .with_context(|| format!("writing {}", out.display()))?;
-    println!("Wrote {} (it holds the API token: keep it private).\n", out.display());
+    let absolute = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string();
+    let text = maskrelay::config::commented_template(&maskrelay::config::Template {
+        domain,
+        token: &token,
+        selector: &selector,
+        dkim_key: &absolute(dkim_key),
+        key_file: &absolute(privacy_key),
+        smarthost: dns.smarthost,
+    });
+    maskrelay::admin::write_private(out, text.as_bytes(), files.force)?;
+    eprintln!("Wrote {} (mode 0600: it holds the API token).", out.display());
+    #[cfg(unix)]
+    if let Some(owner) = owner {
+        for path in [out, dkim_key, privacy_key] {
+            maskrelay::admin::give_to(path, owner)?;
+        }
+        eprintln!(
+            "Gave {}, {} and {} to uid {} gid {}.",
+            out.display(),
+            dkim_key.display(),
+            privacy_key.display(),
+            owner.0,
+            owner.1
+        );
+    }
+    let plan = maskrelay::records::Plan {
+        domain: domain.to_owned(),
+        host: domain.to_owned(),
+        ip: dns.ip,
+        egress: if dns.smarthost.is_some() { EgressMode::Smarthost } else { EgressMode::Mx },
+        dkim: signer.records(),
+        dmarc_rua: Some(rua),
+    };
+    eprintln!("Publish these DNS records (stdout; `maskrelay check dns` verifies them once published):\n");
+    print!("{}", plan.zone());
+    Ok(())
+}
+
+/// `maskrelay health`: 0 when /healthz answers 200.
+async fn health(config: &Config, url: Option<String>) -> Result<ExitCode> {
+    let url = url.unwrap_or_else(|| maskrelay::admin::health_url(&config.api.listen));
+    match maskrelay::admin::probe_health(&url).await {
+        Ok(body) => {
+            println!("healthy: {body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("maskrelay: unhealthy: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `maskrelay check dns`: every record, and exit 1 if any is missing or wrong.
+async fn check_dns(config: &Config, ip: Option<std::net::IpAddr>) -> Result<ExitCode> {
+    use maskrelay::records::{Plan, Status};
+    let (signer, _) =
+        maskrelay::delivery::dkim::Signer::from_config(&config.dkim, &config.relay.domain, false)
+            .context("the DKIM key (serve generates one on first start; init writes one)")?;
+    let plan = Plan {
+        domain: config.relay.domain.clone(),
+        host: config.smtp_hostname().to_owned(),
+        ip,
+        egress: config.egress.mode,
+        dkim: signer.records(),
+        // Only for the record it suggests: any rua outside the relay domain passes.
+        dmarc_rua: Some(maskrelay::records::default_dmarc_rua(&config.relay.domain)),
+    };
+    let resolver = maskrelay::dns::resolver(&config.dns.nameservers)?;
+    let servers = if config.dns.nameservers.is_empty() {
+        "the system resolver".to_owned()
+    } else {
+        config.dns.nameservers.join(", ")
+    };
+    println!("Checking the records of {} through {servers}:", config.relay.domain);
+    let findings = plan.check(&resolver).await;
+    for f in &findings {
+        println!("{f}");
+    }
+    let bad = findings.iter().filter(|f| matches!(f.status, Status::Missing | Status::Wrong)).count();
+    if bad == 0 {
+        println!("All records are in place.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{bad} record(s) missing or wrong: `maskrelay init` prints them in zone-file syntax.");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `maskrelay config check`: the configuration loaded (else the caller already failed),
+/// the files it names readable, then the effective values with secrets masked.
+fn config_check(config: &Config) -> Result<ExitCode> {
+    let mut problems = Vec::new();
+    if let Err(e) = maskrelay::store::Vault::from_config(&config.privacy, false) {
+        if config.privacy.keys.is_empty() && !std::path::Path::new(&config.privacy.key_file).exists() {
+            eprintln!(
+                "note: privacy.key_file {} does not exist yet; serve creates it on first start",
+                config.privacy.key_file
+            );
+        } else {
+            problems.push(e.to_string());
+        }
+    }
+    if std::path::Path::new(&config.dkim.private_key_path).exists() {
+        if let Err(e) =
+            maskrelay::delivery::dkim::Signer::from_config(&config.dkim, &config.relay.domain, false)
+        {
+            problems.push(e.to_string());
+        }
+    } else {
+        eprintln!(
+            "note: dkim.private_key_path {} does not exist yet; serve generates an RSA-2048 key",
+            config.dkim.private_key_path
+        );
+    }
+    if let (Some(cert), Some(key)) = (&config.smtp.tls_cert_path, &config.smtp.tls_key_path)
+        && let Err(e) = maskrelay::smtp::tls::acceptor(cert, key)
+    {
+        problems.push(e.to_string());
+    }
+    print!("{}", config.to_masked_toml());
+    if problems.is_empty() {
+        eprintln!("configuration OK");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            eprintln!("maskrelay: configuration: {p}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `maskrelay backup FILE`: an online copy of the SQLite database.
+async fn backup(config: &Config, file: &std::path::Path) -> Result<()> {
+    let done = maskrelay::admin::backup_sqlite(&config.database.url, file).await?;
+    println!("Wrote {} ({} bytes, mode 0600, integrity checked).", file.display(), done.bytes);
+    let keys = if config.privacy.keys.is_empty() {
+        format!("privacy.key_file ({})", config.privacy.key_file)
+    } else {
+        "privacy.keys".to_owned()
+    };
     println!(
-        "Publish these DNS records for {domain} (replace 192.0.2.10 with this host's public address):\n"
+        "The privacy keys are not in the backup: without {keys} the shopper data in it cannot be read. \
+         Back the key up apart from the database backups."
     );
-    println!("{domain}.  IN MX  10 {domain}.");
-    println!("{domain}.  IN A   192.0.2.10");
-    println!("{domain}.  IN TXT \"v=spf1 a:{domain} -all\"");
-    println!("_dmarc.{domain}.  IN TXT \"v=DMARC1; p=reject; adkim=s; aspf=s\"");
-    println!("{selector}._domainkey.{domain}.  IN TXT \"{}\"", signer.dns_record());
     Ok(())
 }

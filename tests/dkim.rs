@@ -15,6 +15,7 @@ async fn signed_delivery_verifies(algorithm: Algorithm) {
     let sink = Sink::start().await;
     let config = test_config(&url, sink.addr);
     let key_path = std::path::PathBuf::from(&config.dkim.private_key_path);
+    std::fs::remove_file(&key_path).unwrap();
     dkim::generate(&key_path, algorithm).unwrap();
     let record = Signer::load(&key_path, DOMAIN, &config.dkim.selector).unwrap().dns_record();
     let k = match algorithm {
@@ -66,7 +67,7 @@ async fn signed_delivery_verifies(algorithm: Algorithm) {
 }
 
 /// A second, independent verifier: Python's dkimpy (with PyNaCl for Ed25519), when it is
-/// installed (CI installs it; set MASKRELAY_REQUIRE_DKIMPY to make its absence an error).
+/// installed (CI installs it; set MRTEST_REQUIRE_DKIMPY to make its absence an error).
 fn dkimpy_verifies(name: &str, record: &str, message: &[u8], expect_pass: bool) {
     use std::io::Write;
     let available = std::process::Command::new("python3")
@@ -75,7 +76,7 @@ fn dkimpy_verifies(name: &str, record: &str, message: &[u8], expect_pass: bool) 
         .is_ok_and(|s| s.success());
     if !available {
         eprintln!("SKIPPED: dkimpy cross-check (pip install dkimpy pynacl to run it)");
-        assert!(std::env::var("MASKRELAY_REQUIRE_DKIMPY").is_err(), "dkimpy is required but missing");
+        assert!(std::env::var("MRTEST_REQUIRE_DKIMPY").is_err(), "dkimpy is required but missing");
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dkimpy_verify.py");
@@ -100,6 +101,44 @@ async fn ed25519_signed_output_verifies() {
     signed_delivery_verifies(Algorithm::Ed25519).await;
 }
 
+/// Without a key, `serve` generates RSA-2048 (what every receiver verifies); with
+/// `dkim.ed25519_key_path` it adds an Ed25519 signature (RFC 8463), and both verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_generates_rsa_and_adds_ed25519_when_configured() {
+    let dns = DnsServer::start().await;
+    let (url, dir) = sqlite_url();
+    let sink = Sink::start().await;
+    let mut config = test_config(&url, sink.addr);
+    std::fs::remove_file(&config.dkim.private_key_path).unwrap();
+    let ed_path = dir.path().join("ed25519.pem");
+    config.dkim.ed25519_key_path = Some(ed_path.display().to_string());
+    let relay = TestRelay::start(config.clone()).await;
+    let rsa = Signer::load(config.dkim.private_key_path.as_ref(), DOMAIN, "maskrelay").unwrap().dns_record();
+    assert!(rsa.starts_with("v=DKIM1; k=rsa; p=MIIB"), "serve generated {rsa}");
+    let ed = Signer::load(&ed_path, DOMAIN, "maskrelay-ed25519").unwrap().dns_record();
+    assert!(ed.starts_with("v=DKIM1; k=ed25519; p="), "{ed}");
+    dns.txt(&format!("maskrelay._domainkey.{DOMAIN}"), &rsa);
+    dns.txt(&format!("maskrelay-ed25519._domainkey.{DOMAIN}"), &ed);
+
+    relay.acme().await;
+    let alias = relay.thread("order-ed").await["shopper_alias"].as_str().unwrap().to_owned();
+    let mut c = Client::ready(relay.smtp()).await;
+    let r = c
+        .send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "two", "body"))
+        .await;
+    assert_eq!(r.code, 250, "{}", r.text);
+    let got = sink.wait_for(1, WAIT).await;
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(text.contains("a=rsa-sha256") && text.contains("a=ed25519-sha256"), "{text}");
+    let verifier = MessageAuthenticator(maskrelay::dns::resolver(&[dns.nameserver()]).unwrap());
+    let parsed = AuthenticatedMessage::parse(&got[0].data).unwrap();
+    let results = verifier.verify_dkim(&parsed).await;
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results.iter().all(|r| *r.result() == DkimResult::Pass), "{results:?}");
+    dkimpy_verifies(&format!("maskrelay._domainkey.{DOMAIN}"), &rsa, &got[0].data, true);
+    relay.stop().await;
+}
+
 #[test]
 fn init_writes_config_and_key_and_prints_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,13 +150,16 @@ fn init_writes_config_and_key_and_prints_records() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     for record in [
-        "IN MX  10 relay.example.org.",
-        "v=spf1",
-        "_dmarc.relay.example.org.",
-        "maskrelay._domainkey.relay.example.org.  IN TXT \"v=DKIM1; k=ed25519; p=",
+        "relay.example.org.  3600 IN MX  10 relay.example.org.",
+        "relay.example.org.  3600 IN TXT \"v=spf1 a:relay.example.org -all\"",
+        "_dmarc.relay.example.org.  3600 IN TXT \"v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:dmarc-reports@example.org\"",
+        "maskrelay._domainkey.relay.example.org.  3600 IN TXT \"v=DKIM1; k=ed25519; p=",
+        "10.2.0.192.in-addr.arpa.  3600 IN PTR relay.example.org.",
     ] {
         assert!(text.contains(record), "{record} missing:\n{text}");
     }
+    // stdout is the zone alone; what was written is said on stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Wrote maskrelay.toml (mode 0600"));
     let config = std::fs::read_to_string(dir.path().join("maskrelay.toml")).unwrap();
     let parsed = maskrelay::config::Config::from_toml_and_env(&config, Vec::new()).unwrap();
     assert_eq!(parsed.relay.domain, "relay.example.org");
@@ -131,6 +173,8 @@ fn init_writes_config_and_key_and_prints_records() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&parsed.privacy.key_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "the key file is for its owner only");
+        let mode = std::fs::metadata(dir.path().join("maskrelay.toml")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the config holds the API token: for its owner only");
     }
     // A second init refuses to overwrite the config.
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_maskrelay"))

@@ -117,6 +117,15 @@ async fn dkim_signed_mail_passes_even_when_spf_fails() {
     let r = c.send("orders@signed.example", &[&alias], tampered.as_bytes()).await;
     assert_eq!(r.code, 550, "{}", r.text);
     assert_eq!(w.sink.wait_for(1, WAIT).await.len(), 1);
+    let events = w.relay.wait_for_events("unauthorized_sender", 1).await;
+    let auth = &events[0]["detail"]["authentication"];
+    assert_eq!(auth["dkim"][0]["domain"], "signed.example", "{auth}");
+    assert_eq!(auth["dkim"][0]["selector"], "s1", "{auth}");
+    // mail-auth reports a body changed after signing as "neutral" with the reason.
+    assert_ne!(auth["dkim"][0]["result"], "pass", "{auth}");
+    assert!(auth["dkim"][0]["reason"].as_str().unwrap_or("").contains("body hash"), "{auth}");
+    assert_eq!(auth["dkim"][0]["aligned"], true, "{auth}");
+    assert_eq!(auth["spf"]["result"], "fail", "{auth}");
     w.relay.stop().await;
 }
 
@@ -135,10 +144,50 @@ async fn forged_store_from_is_refused_and_recorded() {
     let events = events["data"].as_array().unwrap().clone();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["detail"]["reason"], "not_authenticated");
+    // Why, for the operator to tell the store: the domains and results of each check.
+    let auth = &events[0]["detail"]["authentication"];
+    assert_eq!(auth["from_domain"], "acme.example", "{auth}");
+    assert_eq!(auth["spf"], json!({"domain": "evil.example", "result": "pass", "aligned": false}), "{auth}");
+    assert_eq!(auth["dkim"], json!([]), "{auth}");
+    assert_eq!(auth["dmarc"], json!({"result": "fail", "policy": "reject"}), "{auth}");
+    let text = events[0].to_string();
+    assert!(!text.contains("phisher") && !text.contains("jane") && !text.contains("orders@"), "{text}");
     let (_, leaks) = w.relay.api("GET", "/v1/stores/acme/leaks", None).await;
     assert_eq!(leaks["leaked_aliases"], 1, "{leaks}");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(w.sink.attempts(), 0);
+    w.relay.stop().await;
+}
+
+/// A shopper's reply that fails authentication is refused too, but its event carries no
+/// authentication detail: the shopper's domain could identify them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_shopper_reply_records_no_domains() {
+    let w = world().await;
+    let (s, thread) = w
+        .relay
+        .api(
+            "POST",
+            "/v1/threads",
+            Some(json!({"order": "o-2", "store": "acme", "shopper": {"email": "jane@shopper.example"}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{thread}");
+    let store_alias = thread["store_alias"].as_str().unwrap().to_owned();
+    let mut c = Client::ready(w.relay.smtp()).await;
+    let r = c
+        .send(
+            "jane@shopper.example",
+            &[&store_alias],
+            &message("jane@shopper.example", &store_alias, "re", "x"),
+        )
+        .await;
+    assert_eq!(r.code, 550, "{}", r.text);
+    let events = w.relay.wait_for_events("unauthorized_sender", 1).await;
+    assert_eq!(events[0]["detail"]["reason"], "not_authenticated");
+    assert!(events[0]["detail"].get("authentication").is_none(), "{}", events[0]);
+    assert!(events[0]["detail"]["sender_domain"].is_null(), "{}", events[0]);
+    assert!(!events[0].to_string().contains("shopper.example"), "{}", events[0]);
     w.relay.stop().await;
 }
 

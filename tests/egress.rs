@@ -98,6 +98,8 @@ async fn commands_wait_for_replies_when_the_next_hop_does_not_pipeline() {
 /// The relay's key published in a local zone, as tests/dkim.rs does.
 fn publish_dkim(dns: &DnsServer, config: &Config) {
     let key_path = std::path::PathBuf::from(&config.dkim.private_key_path);
+    // test_config put the process's RSA key there; this test signs with Ed25519.
+    let _ = std::fs::remove_file(&key_path);
     dkim::generate(&key_path, dkim::Algorithm::Ed25519).unwrap();
     let record = Signer::load(&key_path, DOMAIN, &config.dkim.selector).unwrap().dns_record();
     dns.txt(&format!("{}._domainkey.{DOMAIN}", config.dkim.selector), &record);

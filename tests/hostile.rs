@@ -299,8 +299,8 @@ fn judge(trips: &[Trip], refused_ok: &[(&str, &str)]) -> Vec<String> {
             });
         }
     }
-    // MASKRELAY_HOSTILE_DUMP=DIR keeps what was sent and delivered, for a person to read.
-    if let Some(dump) = std::env::var_os("MASKRELAY_HOSTILE_DUMP") {
+    // MRTEST_HOSTILE_DUMP=DIR keeps what was sent and delivered, for a person to read.
+    if let Some(dump) = std::env::var_os("MRTEST_HOSTILE_DUMP") {
         let dump = PathBuf::from(dump);
         std::fs::create_dir_all(&dump).expect("dump directory");
         for t in trips {

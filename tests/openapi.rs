@@ -199,8 +199,8 @@ fn the_document_is_valid_openapi() {
     if !has_validator {
         eprintln!("SKIPPED: python3 -m pip install openapi-spec-validator to validate the document");
         assert!(
-            std::env::var("MASKRELAY_REQUIRE_OPENAPI_VALIDATOR").is_err(),
-            "MASKRELAY_REQUIRE_OPENAPI_VALIDATOR is set but openapi-spec-validator is missing"
+            std::env::var("MRTEST_REQUIRE_OPENAPI_VALIDATOR").is_err(),
+            "MRTEST_REQUIRE_OPENAPI_VALIDATOR is set but openapi-spec-validator is missing"
         );
         return;
     }

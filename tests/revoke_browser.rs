@@ -4,7 +4,7 @@
 //! (and that its screenshot is not blank); this test checks what the relay did after each
 //! step: revoke, pause and resume, another address from the list, all of them. Without node, /usr/bin/chromium or the script's
 //! node_modules (`.ci/install-browser` installs them) the tests say SKIPPED and pass, unless
-//! MASKRELAY_REQUIRE_BROWSER is set (CI sets it).
+//! MRTEST_REQUIRE_BROWSER is set (CI sets it).
 
 mod support;
 
@@ -40,11 +40,11 @@ fn missing_browser() -> Option<String> {
 }
 
 /// True when the browser can run. Otherwise says so on stderr and returns false, or panics
-/// when MASKRELAY_REQUIRE_BROWSER is set.
+/// when MRTEST_REQUIRE_BROWSER is set.
 fn browser_available(test: &str) -> bool {
     let Some(why) = missing_browser() else { return true };
-    if std::env::var("MASKRELAY_REQUIRE_BROWSER").is_ok() {
-        panic!("MASKRELAY_REQUIRE_BROWSER is set but {test} cannot run: {why}; run .ci/install-browser");
+    if std::env::var("MRTEST_REQUIRE_BROWSER").is_ok() {
+        panic!("MRTEST_REQUIRE_BROWSER is set but {test} cannot run: {why}; run .ci/install-browser");
     }
     // Straight to the stderr handle: libtest captures eprintln! of passing tests, and a
     // skip must be seen.

@@ -8,8 +8,100 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfResult};
 
+use serde::Serialize;
+
 use super::DmarcOutcome;
 use crate::address::Mailbox;
+
+/// What each check said about a refused message, for the event an operator reads to tell a
+/// store why its mail was refused: domains and results, never an address. Built only for
+/// mail claiming to be from a store (a shopper's domain could identify the shopper).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct AuthReport {
+    /// The RFC 5322 From domain the checks were for.
+    pub from_domain: Option<String>,
+    pub spf: Option<SpfReport>,
+    pub dkim: Vec<DkimReport>,
+    pub dmarc: Option<DmarcReport>,
+    /// Why nothing was checked (no From, several From domains, unparseable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<&'static str>,
+}
+
+/// SPF of the envelope sender (or HELO) domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpfReport {
+    pub domain: String,
+    pub result: &'static str,
+    /// Whether that domain is aligned with the From domain.
+    pub aligned: bool,
+}
+
+/// One DKIM signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DkimReport {
+    pub domain: Option<String>,
+    pub selector: Option<String>,
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub aligned: bool,
+}
+
+/// The DMARC evaluation of the From domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DmarcReport {
+    /// `none` when the domain publishes no DMARC record (then aligned SPF or DKIM decide).
+    pub result: &'static str,
+    pub policy: &'static str,
+}
+
+fn spf_word(r: SpfResult) -> &'static str {
+    match r {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none",
+    }
+}
+
+fn dkim_word(r: &DkimResult) -> (&'static str, Option<String>) {
+    let reason = |e: &mail_auth::Error| Some(e.to_string().chars().take(200).collect());
+    match r {
+        DkimResult::Pass => ("pass", None),
+        DkimResult::Neutral(e) => ("neutral", reason(e)),
+        DkimResult::Fail(e) => ("fail", reason(e)),
+        DkimResult::PermError(e) => ("permerror", reason(e)),
+        DkimResult::TempError(e) => ("temperror", reason(e)),
+        DkimResult::None => ("none", None),
+    }
+}
+
+fn dmarc_word(r: &DmarcResult) -> &'static str {
+    match r {
+        DmarcResult::Pass => "pass",
+        DmarcResult::Fail(_) => "fail",
+        DmarcResult::TempError(_) => "temperror",
+        DmarcResult::PermError(_) => "permerror",
+        DmarcResult::None => "none",
+    }
+}
+
+fn policy_word(p: mail_auth::dmarc::Policy) -> &'static str {
+    match p {
+        mail_auth::dmarc::Policy::None => "none",
+        mail_auth::dmarc::Policy::Quarantine => "quarantine",
+        mail_auth::dmarc::Policy::Reject => "reject",
+        mail_auth::dmarc::Policy::Unspecified => "unspecified",
+    }
+}
+
+fn refused(problem: &'static str) -> DmarcOutcome {
+    DmarcOutcome::Fail(Box::new(AuthReport { problem: Some(problem), ..AuthReport::default() }))
+}
 
 /// Where the message came from, as the session saw it.
 #[derive(Debug, Clone)]
@@ -33,17 +125,17 @@ impl DmarcVerifier {
 
     /// Verifies `raw` as received from `origin`.
     pub async fn verify(&self, raw: &[u8], origin: &Origin<'_>) -> DmarcOutcome {
-        let Some(message) = AuthenticatedMessage::parse(raw) else { return DmarcOutcome::Fail };
+        let Some(message) = AuthenticatedMessage::parse(raw) else { return refused("unparseable message") };
         let from_domains: Vec<String> = message
             .from
             .iter()
             .filter_map(|f| f.rsplit_once('@'))
             .map(|(_, d)| d.to_ascii_lowercase())
             .collect();
-        let Some(from_domain) = from_domains.first().cloned() else { return DmarcOutcome::Fail };
+        let Some(from_domain) = from_domains.first().cloned() else { return refused("no From domain") };
         if from_domains.iter().any(|d| *d != from_domain) {
             // RFC 7489 6.6.1: several From domains cannot be evaluated; refuse.
-            return DmarcOutcome::Fail;
+            return refused("several From domains");
         }
         let dkim = self.authenticator.verify_dkim(&message).await;
         let sender = origin.mail_from.map(Mailbox::expose).unwrap_or_default();
@@ -69,8 +161,37 @@ impl DmarcVerifier {
         {
             return DmarcOutcome::TempError(e.to_string());
         }
+        let report = || {
+            Box::new(AuthReport {
+                from_domain: Some(from_domain.clone()),
+                spf: Some(SpfReport {
+                    domain: spf.domain().to_ascii_lowercase(),
+                    result: spf_word(spf.result()),
+                    aligned: aligned(spf.domain(), &from_domain),
+                }),
+                dkim: dkim
+                    .iter()
+                    .map(|d| {
+                        let (result, reason) = dkim_word(d.result());
+                        let domain = d.signature().map(|s| s.d.to_ascii_lowercase());
+                        DkimReport {
+                            aligned: domain.as_deref().is_some_and(|d| aligned(d, &from_domain)),
+                            domain,
+                            selector: d.signature().map(|s| s.s.clone()),
+                            result,
+                            reason,
+                        }
+                    })
+                    .collect(),
+                dmarc: Some(DmarcReport {
+                    result: dmarc_word(&dmarc.result()),
+                    policy: policy_word(dmarc.policy()),
+                }),
+                problem: None,
+            })
+        };
         if dmarc.result() != DmarcResult::None {
-            return DmarcOutcome::Fail;
+            return DmarcOutcome::Fail(report());
         }
         // No DMARC record: SPF or DKIM aligned with the From domain decides.
         let dkim_aligned = dkim.iter().any(|d| {
@@ -82,7 +203,7 @@ impl DmarcVerifier {
         }
         let temp = dkim.iter().any(|d| matches!(d.result(), DkimResult::TempError(_)))
             || spf.result() == SpfResult::TempError;
-        if temp { DmarcOutcome::TempError("DNS lookup failed".into()) } else { DmarcOutcome::Fail }
+        if temp { DmarcOutcome::TempError("DNS lookup failed".into()) } else { DmarcOutcome::Fail(report()) }
     }
 }
 

@@ -82,7 +82,7 @@ impl Authorizer {
         }
         match (self.mode, dmarc) {
             (AuthMode::Envelope, _) | (AuthMode::Dmarc, DmarcOutcome::Pass) => Decision::Allow,
-            (AuthMode::Dmarc, DmarcOutcome::Fail) => Decision::Refuse(Refusal::NotAuthenticated),
+            (AuthMode::Dmarc, DmarcOutcome::Fail(_)) => Decision::Refuse(Refusal::NotAuthenticated),
             (AuthMode::Dmarc, DmarcOutcome::TempError(e)) => Decision::TryLater(e.clone()),
             (AuthMode::Dmarc, DmarcOutcome::NotChecked) => {
                 Decision::TryLater("sender authentication did not run".into())
@@ -95,7 +95,8 @@ impl Authorizer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DmarcOutcome {
     Pass,
-    Fail,
+    /// With what SPF, DKIM and DMARC said, for the refusal's event.
+    Fail(Box<dmarc::AuthReport>),
     TempError(String),
     NotChecked,
 }

@@ -31,8 +31,8 @@ const SIGNED_HEADERS: &[&str] = &[
 /// Why a key could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DkimError {
-    #[error("dkim.private_key_path {path}: {problem}")]
-    Key { path: String, problem: String },
+    #[error("{key} {path}: {problem}")]
+    Key { key: &'static str, path: String, problem: String },
     #[error("signing failed: {0}")]
     Sign(String),
 }
@@ -44,50 +44,89 @@ pub enum Algorithm {
     Ed25519,
 }
 
-/// A loaded signing key.
-pub struct Signer {
+/// One key and the selector its record is published under.
+struct Key {
     signer: DkimSigner<DkimKey, Done>,
+    selector: String,
     /// The `p=` value of the DNS record.
     public_key: String,
     kind: Algorithm,
 }
 
+/// The relay's signing keys: one signature per key on every message (RFC 6376 allows
+/// several; RFC 8463 3 suggests an Ed25519 signature beside an RSA one, since receivers
+/// that do not know Ed25519 ignore it).
+pub struct Signer {
+    keys: Vec<Key>,
+}
+
 impl Signer {
     /// Loads the PEM key at `path` (PKCS#8 Ed25519, or PKCS#1/PKCS#8 RSA).
     pub fn load(path: &Path, domain: &str, selector: &str) -> Result<Self, DkimError> {
-        let err = |problem: String| DkimError::Key { path: path.display().to_string(), problem };
-        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let der =
-            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| err(format!("not a PEM private key ({e})")))?;
-        let (key, public_key, kind) = match Ed25519Key::from_pkcs8_der(der.secret_der()) {
-            Ok(k) => {
-                let public = k.public_key();
-                (DkimKey::Ed25519(k), public, Algorithm::Ed25519)
-            }
-            Err(_) => {
-                let k = RsaKey::<Sha256>::from_key_der(der.clone_key())
-                    .map_err(|e| err(format!("neither Ed25519 nor RSA: {e}")))?;
-                let public = spki_rsa(&k.public_key());
-                (DkimKey::Rsa(k), public, Algorithm::Rsa)
-            }
-        };
-        let signer = DkimSigner::from_key(key)
-            .domain(domain)
-            .selector(selector)
-            .headers(SIGNED_HEADERS.iter().copied());
-        Ok(Self { signer, public_key: base64::engine::general_purpose::STANDARD.encode(public_key), kind })
+        Ok(Self { keys: vec![load_key(MAIN_KEY, path, domain, selector)?] })
     }
 
-    /// The message with a DKIM-Signature header in front.
+    /// The keys `[dkim]` names: `private_key_path` (generated as RSA-2048 when missing and
+    /// `generate` is set), and `ed25519_key_path` for a second signature (generated as
+    /// Ed25519 when missing). Returns the signer and the paths of keys generated.
+    pub fn from_config(
+        dkim: &crate::config::Dkim,
+        domain: &str,
+        generate: bool,
+    ) -> Result<(Self, Vec<String>), DkimError> {
+        let mut generated = Vec::new();
+        let main = Path::new(&dkim.private_key_path);
+        if generate && !main.exists() {
+            generate_as(MAIN_KEY, main, Algorithm::Rsa)?;
+            generated.push(dkim.private_key_path.clone());
+        }
+        let mut keys = vec![load_key(MAIN_KEY, main, domain, &dkim.selector)?];
+        if let Some(ed) = &dkim.ed25519_key_path {
+            let path = Path::new(ed);
+            if generate && !path.exists() {
+                generate_as(ED25519_KEY, path, Algorithm::Ed25519)?;
+                generated.push(ed.clone());
+            }
+            let key = load_key(ED25519_KEY, path, domain, &dkim.ed25519_selector())?;
+            if key.kind != Algorithm::Ed25519 {
+                return Err(DkimError::Key {
+                    key: ED25519_KEY,
+                    path: ed.clone(),
+                    problem: "not an Ed25519 key".into(),
+                });
+            }
+            keys.push(key);
+        }
+        Ok((Self { keys }, generated))
+    }
+
+    /// The message with one DKIM-Signature header per key in front.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, DkimError> {
-        let signature = self.signer.sign(message).map_err(|e| DkimError::Sign(e.to_string()))?;
-        let mut out = signature.to_header().into_bytes();
+        let mut out = Vec::with_capacity(message.len() + 600 * self.keys.len());
+        for key in &self.keys {
+            let signature = key.signer.sign(message).map_err(|e| DkimError::Sign(e.to_string()))?;
+            out.extend_from_slice(signature.to_header().as_bytes());
+        }
         out.extend_from_slice(message);
         Ok(out)
     }
 
-    /// The TXT record to publish at `<selector>._domainkey.<domain>`.
+    /// The TXT record of the first key, to publish at `<selector>._domainkey.<domain>`.
     pub fn dns_record(&self) -> String {
+        self.keys[0].record()
+    }
+
+    /// Every key's record, with its selector.
+    pub fn records(&self) -> Vec<crate::records::DkimRecord> {
+        self.keys
+            .iter()
+            .map(|k| crate::records::DkimRecord { selector: k.selector.clone(), text: k.record() })
+            .collect()
+    }
+}
+
+impl Key {
+    fn record(&self) -> String {
         let k = match self.kind {
             Algorithm::Rsa => "rsa",
             Algorithm::Ed25519 => "ed25519",
@@ -96,9 +135,42 @@ impl Signer {
     }
 }
 
+const MAIN_KEY: &str = "dkim.private_key_path";
+const ED25519_KEY: &str = "dkim.ed25519_key_path";
+
+fn load_key(name: &'static str, path: &Path, domain: &str, selector: &str) -> Result<Key, DkimError> {
+    let err = |problem: String| DkimError::Key { key: name, path: path.display().to_string(), problem };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| err(format!("not a PEM private key ({e})")))?;
+    let (key, public_key, kind) = match Ed25519Key::from_pkcs8_der(der.secret_der()) {
+        Ok(k) => {
+            let public = k.public_key();
+            (DkimKey::Ed25519(k), public, Algorithm::Ed25519)
+        }
+        Err(_) => {
+            let k = RsaKey::<Sha256>::from_key_der(der.clone_key())
+                .map_err(|e| err(format!("neither Ed25519 nor RSA: {e}")))?;
+            let public = spki_rsa(&k.public_key());
+            (DkimKey::Rsa(k), public, Algorithm::Rsa)
+        }
+    };
+    let signer =
+        DkimSigner::from_key(key).domain(domain).selector(selector).headers(SIGNED_HEADERS.iter().copied());
+    Ok(Key {
+        signer,
+        selector: selector.to_owned(),
+        public_key: base64::engine::general_purpose::STANDARD.encode(public_key),
+        kind,
+    })
+}
+
 /// Writes a new private key as PEM (mode 0600) to `path`.
 pub fn generate(path: &Path, algorithm: Algorithm) -> Result<(), DkimError> {
-    let err = |problem: String| DkimError::Key { path: path.display().to_string(), problem };
+    generate_as(MAIN_KEY, path, algorithm)
+}
+
+fn generate_as(name: &'static str, path: &Path, algorithm: Algorithm) -> Result<(), DkimError> {
+    let err = |problem: String| DkimError::Key { key: name, path: path.display().to_string(), problem };
     let (label, der) = match algorithm {
         Algorithm::Ed25519 => ("PRIVATE KEY", Ed25519Key::generate_pkcs8().map_err(|e| err(e.to_string()))?),
         Algorithm::Rsa => {

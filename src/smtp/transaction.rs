@@ -106,21 +106,39 @@ pub async fn record_refusal(
     stage: &str,
     sender: Option<&Mailbox>,
 ) {
+    record_refusal_with(ctx, rcpt, refusal, stage, sender, None).await;
+}
+
+/// The same, with the sender authentication results when DMARC refused the mail.
+async fn record_refusal_with(
+    ctx: &Context,
+    rcpt: &Recipient,
+    refusal: Refusal,
+    stage: &str,
+    sender: Option<&Mailbox>,
+    authentication: Option<&crate::auth::dmarc::AuthReport>,
+) {
     crate::metrics::refused_sender(stage, refusal);
     info!(thread = %rcpt.thread.id, store = %rcpt.store.id, stage, "unauthorized sender refused");
+    // The outsider's domain says where the leak went; their full address is kept out
+    // like every other address. A shopper's own mail that failed authentication is no
+    // outsider's: their domain stays out too.
+    let shoppers_own = rcpt.side == Side::Store && refusal == Refusal::NotAuthenticated;
+    let mut detail = serde_json::json!({
+        "stage": stage,
+        "reason": refusal,
+        "alias_side": rcpt.side,
+        "sender_domain": sender.filter(|_| !shoppers_own).map(|s| s.domain().to_owned()),
+    });
+    if let (Some(report), Some(map)) = (authentication, detail.as_object_mut()) {
+        map.insert("authentication".into(), serde_json::to_value(report).unwrap_or_default());
+    }
     let event = NewEvent {
         kind: EventKind::UnauthorizedSender,
         store_id: Some(rcpt.store.id.as_str()),
         thread_id: Some(&rcpt.thread.id),
         alias: Some(rcpt.alias()),
-        // The outsider's domain says where the leak went; their full address is kept out
-        // like every other address.
-        detail: serde_json::json!({
-            "stage": stage,
-            "reason": refusal,
-            "alias_side": rcpt.side,
-            "sender_domain": sender.map(|s| s.domain().to_owned()),
-        }),
+        detail,
     };
     if let Err(e) = events::record(&ctx.db, &event).await {
         warn!(error = %e, "could not record refusal event");
@@ -169,7 +187,13 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
                 return reply::AUTH_TEMPFAIL;
             }
             Decision::Refuse(r) => {
-                record_refusal(ctx, rcpt, r, "data", header_from.as_ref()).await;
+                // What SPF, DKIM and DMARC said, when the claimed sender is a store: a
+                // shopper's domain stays out of events like their address.
+                let report = match (&dmarc, rcpt.side) {
+                    (DmarcOutcome::Fail(report), Side::Shopper) => Some(report.as_ref()),
+                    _ => None,
+                };
+                record_refusal_with(ctx, rcpt, r, "data", header_from.as_ref(), report).await;
                 refused = Some(r);
             }
         }
@@ -382,6 +406,6 @@ fn authentication_results(host: &str, dmarc: &DmarcOutcome) -> String {
         DmarcOutcome::Pass => format!("{host}; dmarc=pass (sender verified by the relay)"),
         DmarcOutcome::NotChecked => format!("{host}; dmarc=none (auth.mode=envelope: sender not verified)"),
         // Mail that failed is refused before this is written.
-        DmarcOutcome::Fail | DmarcOutcome::TempError(_) => format!("{host}; dmarc=fail"),
+        DmarcOutcome::Fail(_) | DmarcOutcome::TempError(_) => format!("{host}; dmarc=fail"),
     }
 }

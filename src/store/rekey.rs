@@ -47,11 +47,37 @@ fn read_sealed(row: &AnyRow, column: &str, text: bool) -> Result<Option<Sealed>,
     })
 }
 
+/// The row of `keyring_check`.
+const CHECK_ROW: &str = "keyring";
+
 /// Opens one value at each end of each sealed table's primary key (ids are random, so these
 /// are two arbitrary rows, found through the index without a scan): a key file from another
 /// installation, or an old key dropped before rotation finished, stops the start with a
-/// message that says which key is missing.
+/// message that says which key is missing. The first relay on a database plants a sealed
+/// check value, so a second relay with other keys is stopped even while no shopper data
+/// exists yet (two relays started together on an empty database).
 pub async fn check(db: &Db) -> Result<(), StoreError> {
+    let planted = db.vault.seal_text(Field::KeyringCheck, CHECK_ROW, "maskrelay keyring check");
+    // Whoever inserts first wins; everyone then opens the one stored value.
+    sqlx::query(
+        "INSERT INTO keyring_check (id, sealed, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(CHECK_ROW)
+    .bind(planted)
+    .bind(super::now())
+    .execute(&db.pool)
+    .await?;
+    let stored: String = sqlx::query("SELECT sealed FROM keyring_check WHERE id = $1")
+        .bind(CHECK_ROW)
+        .fetch_one(&db.pool)
+        .await?
+        .try_get("sealed")?;
+    db.vault.open_text(Field::KeyringCheck, CHECK_ROW, &stored).map_err(|e| match e {
+        VaultError::Damaged => {
+            StoreError::Corrupt("keyring_check does not open with the configured privacy keys".into())
+        }
+        other => StoreError::Sealed(other),
+    })?;
     for table in TABLES {
         let (column, field, text) = table.sealed[0];
         for order in ["ASC", "DESC"] {
@@ -143,7 +169,27 @@ pub async fn rotate(db: &Db, mut progress: impl FnMut(Progress<'_>)) -> Result<R
         }
         report.push((table.name, scanned, resealed));
     }
+    reseal_check(db).await?;
     Ok(report)
+}
+
+/// The check value under the current key, so the older keys can go.
+async fn reseal_check(db: &Db) -> Result<(), StoreError> {
+    let stored: Option<String> = sqlx::query("SELECT sealed FROM keyring_check WHERE id = $1")
+        .bind(CHECK_ROW)
+        .fetch_optional(&db.pool)
+        .await?
+        .map(|r| r.try_get("sealed"))
+        .transpose()?;
+    let Some(stored) = stored.filter(|s| !db.vault.is_current_text(s)) else { return Ok(()) };
+    let plain = db.vault.open_text(Field::KeyringCheck, CHECK_ROW, &stored)?;
+    sqlx::query("UPDATE keyring_check SET sealed = $1 WHERE id = $2 AND sealed = $3")
+        .bind(db.vault.seal_text(Field::KeyringCheck, CHECK_ROW, &plain))
+        .bind(CHECK_ROW)
+        .bind(stored)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
 }
 
 /// Re-seals one row if any of its values is under an older key (or, for threads, its

@@ -55,6 +55,8 @@ pub enum Field {
     QueueMessage,
     OriginalMessageId,
     WebhookSecret,
+    /// The value every relay of a database must open (`keyring_check`).
+    KeyringCheck,
 }
 
 impl Field {
@@ -66,6 +68,7 @@ impl Field {
             Self::QueueMessage => b"queue.message",
             Self::OriginalMessageId => b"message_ids.original",
             Self::WebhookSecret => b"webhooks.secret",
+            Self::KeyringCheck => b"keyring_check.sealed",
         }
     }
 }
@@ -102,14 +105,15 @@ impl Key {
     }
 }
 
-/// The keyring: the first key seals, every key opens.
+/// The keyring: the first key seals, every key opens. The keys can be replaced while the
+/// relay runs (SIGHUP); each operation uses one consistent set.
 pub struct Vault {
-    keys: Vec<Key>,
+    keys: std::sync::RwLock<std::sync::Arc<[Key]>>,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<String> = self.keys.iter().map(|k| hex::encode(k.id)).collect();
+        let ids: Vec<String> = self.ring().iter().map(|k| hex::encode(k.id)).collect();
         f.debug_struct("Vault").field("key_ids", &ids).finish()
     }
 }
@@ -141,7 +145,29 @@ impl Vault {
         if keys.is_empty() {
             return Err(VaultError::NoKey);
         }
-        Ok(Self { keys })
+        Ok(Self { keys: std::sync::RwLock::new(keys.into()) })
+    }
+
+    fn ring(&self) -> std::sync::Arc<[Key]> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts the keys of `other` in force (a reload); operations under way finish with the
+    /// keys they started with.
+    pub fn replace(&self, other: &Vault) {
+        let fresh = other.ring();
+        match self.keys.write() {
+            Ok(mut keys) => *keys = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+
+    /// The ids of every key, current first.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.ring().iter().map(|k| hex::encode(k.id)).collect()
     }
 
     /// A new random key, base64, as `maskrelay keys generate` prints it.
@@ -210,12 +236,13 @@ impl Vault {
 
     /// The id of the current key, as sealed values and logs name it.
     pub fn current_key_id(&self) -> String {
-        hex::encode(self.keys[0].id)
+        hex::encode(self.ring()[0].id)
     }
 
     /// Seals `plaintext` as `field` of `row` under the current key.
     pub fn seal(&self, field: Field, row: &str, plaintext: &[u8]) -> Vec<u8> {
-        let key = &self.keys[0];
+        let ring = self.ring();
+        let key = &ring[0];
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let aad = associated_data(field, row);
@@ -237,8 +264,8 @@ impl Vault {
             return Err(VaultError::Damaged);
         }
         let id = &sealed[1..1 + KEY_ID_LEN];
-        let key =
-            self.keys.iter().find(|k| k.id == id).ok_or_else(|| VaultError::UnknownKey(hex::encode(id)))?;
+        let ring = self.ring();
+        let key = ring.iter().find(|k| k.id == id).ok_or_else(|| VaultError::UnknownKey(hex::encode(id)))?;
         let nonce = XNonce::from_slice(&sealed[1 + KEY_ID_LEN..HEADER_LEN]);
         let aad = associated_data(field, row);
         key.cipher
@@ -259,7 +286,7 @@ impl Vault {
 
     /// Whether a sealed value is under the current key (rotation skips those).
     pub fn is_current(&self, sealed: &[u8]) -> bool {
-        sealed.len() > KEY_ID_LEN && sealed[1..1 + KEY_ID_LEN] == self.keys[0].id
+        sealed.len() > KEY_ID_LEN && sealed[1..1 + KEY_ID_LEN] == self.ring()[0].id
     }
 
     /// Whether a sealed text value is under the current key.
@@ -275,18 +302,18 @@ impl Vault {
 
     /// Whether the ring holds the key of that id.
     pub fn knows(&self, key_id: &str) -> bool {
-        self.keys.iter().any(|k| hex::encode(k.id) == key_id)
+        self.ring().iter().any(|k| hex::encode(k.id) == key_id)
     }
 
     /// The blind index of a normalized address under the current key: what `shopper_key`
     /// holds.
     pub fn blind_index(&self, normalized: &str) -> String {
-        self.keys[0].blind_index(normalized)
+        self.ring()[0].blind_index(normalized)
     }
 
     /// The blind index under every key, current first: lookups match rows not yet rotated.
     pub fn blind_indexes(&self, normalized: &str) -> Vec<String> {
-        self.keys.iter().map(|k| k.blind_index(normalized)).collect()
+        self.ring().iter().map(|k| k.blind_index(normalized)).collect()
     }
 }
 

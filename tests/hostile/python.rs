@@ -23,8 +23,8 @@ pub struct Verdict {
     pub structure: Vec<String>,
 }
 
-/// Whether python3 runs here. Where it must (MASKRELAY_REQUIRE_PYTHON, or CI's
-/// MASKRELAY_REQUIRE_DKIMPY, which needs it too) its absence is a failure; elsewhere the
+/// Whether python3 runs here. Where it must (MRTEST_REQUIRE_PYTHON, or CI's
+/// MRTEST_REQUIRE_DKIMPY, which needs it too) its absence is a failure; elsewhere the
 /// Rust detector runs alone and the test says so.
 pub fn available() -> bool {
     let ok = Command::new("python3")
@@ -34,8 +34,8 @@ pub fn available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        let required = std::env::var_os("MASKRELAY_REQUIRE_PYTHON").is_some()
-            || std::env::var_os("MASKRELAY_REQUIRE_DKIMPY").is_some();
+        let required = std::env::var_os("MRTEST_REQUIRE_PYTHON").is_some()
+            || std::env::var_os("MRTEST_REQUIRE_DKIMPY").is_some();
         assert!(!required, "python3 is required for the second leak opinion but does not run");
         eprintln!("SKIPPED: python3 not found; only the Rust leak detector ran");
     }

@@ -1,6 +1,7 @@
 //! A small authoritative DNS server on loopback UDP, serving a zone the test fills in
-//! (TXT, MX, A). The relay is pointed at it with `dns.nameservers`, so SPF, DKIM, DMARC and
-//! MX lookups are real DNS queries over a real socket.
+//! (TXT, MX, A, PTR, anything read from a zone file). The relay is pointed at it with
+//! `dns.nameservers`, so SPF, DKIM, DMARC and MX lookups are real DNS queries over a real
+//! socket.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -61,6 +62,12 @@ impl DnsServer {
     pub fn txt(&self, name: &str, value: &str) {
         let chunks = value.as_bytes().chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
         self.add(name, RecordType::TXT, RData::TXT(TXT::new(chunks)));
+    }
+
+    /// Any record, e.g. one read from a zone file.
+    pub fn record(&self, name: &str, data: RData) {
+        let t = data.record_type();
+        self.add(name, t, data);
     }
 
     pub fn mx(&self, name: &str, preference: u16, exchange: &str) {

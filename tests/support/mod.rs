@@ -4,6 +4,7 @@
 
 pub mod cert;
 pub mod dns;
+pub mod process;
 pub mod session;
 pub mod sink;
 pub mod smtp_client;
@@ -34,15 +35,15 @@ pub fn sqlite_url() -> (String, tempfile::TempDir) {
 /// when no server answers.
 pub async fn postgres_url() -> Option<String> {
     use sqlx::Connection;
-    let base = std::env::var("MASKRELAY_TEST_POSTGRES").unwrap_or_else(|_| POSTGRES_URL.to_owned());
+    let base = std::env::var("MRTEST_POSTGRES").unwrap_or_else(|_| POSTGRES_URL.to_owned());
     let mut conn = match sqlx::PgConnection::connect(&base).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
-                "SKIPPED: PostgreSQL not reachable at {base} ({e}); set MASKRELAY_TEST_POSTGRES to run the PostgreSQL tests"
+                "SKIPPED: PostgreSQL not reachable at {base} ({e}); set MRTEST_POSTGRES to run the PostgreSQL tests"
             );
-            if std::env::var("MASKRELAY_REQUIRE_POSTGRES").is_ok() {
-                panic!("MASKRELAY_REQUIRE_POSTGRES is set but PostgreSQL is not reachable");
+            if std::env::var("MRTEST_REQUIRE_POSTGRES").is_ok() {
+                panic!("MRTEST_REQUIRE_POSTGRES is set but PostgreSQL is not reachable");
             }
             return None;
         }
@@ -78,12 +79,28 @@ pub fn test_config(db_url: &str, sink: std::net::SocketAddr) -> Config {
         .strip_prefix("sqlite://")
         .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
         .unwrap_or_else(std::env::temp_dir);
-    c.dkim.private_key_path =
-        key_dir.join(format!("dkim-{}.pem", maskrelay::address::random_token(12))).display().to_string();
+    let dkim = key_dir.join(format!("dkim-{}.pem", maskrelay::address::random_token(12)));
+    // The process's one RSA key (generating RSA-2048 per relay would cost each test a
+    // second); a test that wants `serve` to generate one removes the file.
+    std::fs::write(&dkim, DKIM_PEM.as_slice()).expect("write DKIM key");
+    c.dkim.private_key_path = dkim.display().to_string();
     // One privacy key per test process, so relays that share a database (or restart on
     // one) open each other's sealed values.
     c.privacy.keys = vec![PRIVACY_KEY.clone()];
     c
+}
+
+/// The RSA-2048 DKIM key of this test process (PEM), generated once.
+pub static DKIM_PEM: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("dkim.pem");
+    maskrelay::delivery::dkim::generate(&path, maskrelay::delivery::dkim::Algorithm::Rsa).expect("RSA key");
+    std::fs::read(&path).expect("read DKIM key")
+});
+
+/// A random lowercase name for files and databases of one test.
+pub fn random_name() -> String {
+    maskrelay::address::random_token(10)
 }
 
 /// The privacy key of this test process: random, never a constant in the source.
