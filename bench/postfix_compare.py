@@ -523,6 +523,9 @@ def main():
     ap.add_argument("--work", default="/tmp/maskrelay-bench-run", type=Path)
     ap.add_argument("--deadline", type=float, default=300, help="seconds to wait for delivery")
     ap.add_argument("--json", type=Path, help="also write every run as JSON here")
+    ap.add_argument("--profile", type=Path,
+                    help="instead of the matrix: one maskrelay run per variant under `perf record`, "
+                         "reports written to this directory, top costs printed")
     a = ap.parse_args()
     if a.quick:
         a.sizes, a.sessions, a.dkim = "10", "10", "rsa"
@@ -551,6 +554,12 @@ def main():
     postfix.start()
     log(f"Postfix {pkg.version()} on port {postfix.port}, sink on {sink_port}")
     variants = [(db, k) for db in dbs for k in dkims]
+    if a.profile:
+        try:
+            profile(a, pkg, sink, sink_port, binary, keys, variants, sizes, sessions_l)
+        finally:
+            postfix.stop()
+        return
     rows = []
     all_runs = []
     seq = 0
@@ -601,6 +610,90 @@ def main():
     if a.json:
         a.json.write_text(json.dumps(all_runs, indent=1))
     print_table(rows, variants, a, pkg)
+
+
+# ---------------------------------------------------------------------------------------
+# Where the CPU goes: perf on the release binary under the same load
+
+# Buckets by symbol: first match wins (lower-case substring of the symbol or the DSO).
+BUCKETS = [
+    ("SHA-256 / HMAC (DKIM body and header hashes, blind index)", ["sha256", "sha512", "sha2::", "hmac"]),
+    ("ChaCha20-Poly1305 (sealing at rest)", ["chacha", "poly1305"]),
+    ("Ed25519 (ring)", ["25519"]),
+    ("RSA-2048 signing (ring big-number arithmetic)", ["bn_mul_mont", "bn_sqr", "limbs_", "bigint",
+                                                      "ring::rsa", "bn_from_mont", "bn_mul", "ring_core"]),
+    ("SQLite", ["sqlite3", "libsqlite"]),
+    ("PostgreSQL client (sqlx-postgres)", ["sqlx_postgres"]),
+    ("sqlx (other)", ["sqlx"]),
+    ("MIME parsing (mail-parser)", ["mail_parser"]),
+    ("rewriting and the read-back check", ["maskrelay::rewrite", "maskrelay::leak", "unicode_normal",
+                                            "maskrelay::smtp::data", "quoted_printable", "base64"]),
+    ("memcpy / memmove / memchr", ["memcpy", "memmove", "memchr", "memset", "memcmp"]),
+    ("allocator", ["malloc", "free", "realloc", "_int_", "alloc::"]),
+    ("tokio runtime", ["tokio"]),
+    ("kernel (syscalls, TCP, fsync, scheduling)", ["[kernel", "[k]"]),
+]
+
+
+def bucket_of(dso: str, sym: str) -> str:
+    hay = f"{dso} {sym}".lower()
+    for name, keys in BUCKETS:
+        if any(k in hay for k in keys):
+            return name
+    return "other"
+
+
+def perf_summary(data: Path, out: Path) -> list[tuple[str, float]]:
+    rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "dso,sym",
+                          "--stdio", "--percent-limit", "0"], capture_output=True, text=True).stdout
+    out.write_text(rep)
+    buckets: dict[str, float] = {}
+    for line in rep.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "%" not in line.split()[0]:
+            continue
+        parts = line.split(None, 2)
+        try:
+            pct = float(parts[0].rstrip("%"))
+        except ValueError:
+            continue
+        dso, sym = (parts[1], parts[2]) if len(parts) == 3 else (parts[1], "")
+        b = bucket_of(dso, sym)
+        buckets[b] = buckets.get(b, 0.0) + pct
+    return sorted(buckets.items(), key=lambda kv: -kv[1])
+
+
+def profile(a, pkg, sink, sink_port, binary, keys, variants, sizes, sessions_l):
+    if not shutil.which("perf"):
+        sys.exit("perf not found (Debian: apt-get install linux-perf)")
+    a.profile.mkdir(parents=True, exist_ok=True)
+    for size_kb in sizes:
+        for sessions in sessions_l:
+            for v in variants:
+                name = f"{size_kb}kb-{sessions}s-{v[0]}-{v[1]}"
+                mr = Maskrelay(binary, a.work / "maskrelay", sink_port, v[0], keys[v[1]], a.pg, a.workers)
+                data = a.profile / f"{name}.perf.data"
+                try:
+                    alias = mr.start()
+                    perf = subprocess.Popen(["perf", "record", "-F", "999", "-p", str(mr.proc.pid),
+                                             "-o", str(data)], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+                    time.sleep(0.5)
+                    r = measure(pkg, sink, mr.smtp_port, alias, a.messages, sessions, size_kb * 1024,
+                                f"profile-{os.getpid()}-{name}", mr.ticks, mr.queued, a.deadline)
+                    perf.send_signal(signal.SIGINT)
+                    perf.wait(60)
+                finally:
+                    mr.stop()
+                summary = perf_summary(data, a.profile / f"{name}.report.txt")
+                print(f"\n### {size_kb} KB, {sessions} sessions, {v[0]}, {v[1]}: "
+                      f"{r.cpu_ms:.2f} ms CPU per message, e2e {r.e2e or 0:.0f} msg/s, "
+                      f"{'ok' if r.ok else 'FAILED ' + r.note}\n")
+                print("| where | share of the relay's CPU samples | ms per message |")
+                print("|---|---|---|")
+                for b, pct in summary:
+                    if pct >= 0.5:
+                        print(f"| {b} | {pct:.1f} % | {pct / 100 * r.cpu_ms:.2f} |")
 
 
 def print_table(rows, variants, a, pkg):
