@@ -409,7 +409,8 @@ level = "warn"
         return st[1] + st[2] if st else 0
 
     def queued(self) -> int:
-        return len(self.api("GET", "/v1/queue?limit=1000")["data"])
+        q = self.api("GET", "/v1/queue?limit=1000")
+        return len(q["data"] if isinstance(q, dict) else q)
 
     def stop(self):
         if self.proc:
@@ -570,10 +571,9 @@ def main():
                 for v in variants:
                     per[("maskrelay",) + v] = []
                 for rnd in range(a.runs):
-                    order = [("direct",), ("postfix",)] + [("maskrelay",) + v for v in variants]
-                    # maskrelay, postfix, maskrelay, ...: Postfix between the relay's variants.
-                    if len(order) > 3:
-                        order = [order[0], order[2], order[1]] + order[3:]
+                    # ceiling, maskrelay, Postfix, maskrelay, ...: Postfix between the relay's variants.
+                    mrs = [("maskrelay",) + v for v in variants]
+                    order = [("direct",), mrs[0], ("postfix",)] + mrs[1:]
                     if rnd % 2:
                         order = order[::-1]
                     for who in order:

@@ -95,7 +95,7 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(Some(&cli.config)).context("load the config")?;
+    let config = Config::load(Some(cli.config.as_path())).context("load the config")?;
     match cli.command {
         Cmd::Load { count, rows, statements, stores, samples, sample_size, keep_indexes } => {
             load(&config, count, rows, statements, stores, samples, sample_size, keep_indexes).await
@@ -388,11 +388,10 @@ async fn rcpt(config: &Config, addr: SocketAddr, samples: PathBuf, count: usize,
         tasks.push(tokio::spawn(async move {
             let mut c = Smtp::open(addr).await?;
             let mut lat = Vec::with_capacity(per);
-            let mut rng = rand::rng();
             while lat.len() < per {
                 c.cmd(&format!("MAIL FROM:<{SENDER}>"), 250).await?;
                 for _ in 0..40.min(per - lat.len()) {
-                    let alias = aliases.choose(&mut rng).expect("not empty");
+                    let alias = aliases.choose(&mut rand::rng()).expect("not empty").clone();
                     let t = Instant::now();
                     c.cmd(&format!("RCPT TO:<{alias}@{domain}>"), 250).await?;
                     lat.push(t.elapsed());
