@@ -685,26 +685,6 @@ def bucket_of(dso: str, sym: str) -> str:
     return "other"
 
 
-def perf_summary(data: Path, out: Path) -> list[tuple[str, float]]:
-    rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "dso,sym",
-                          "--stdio", "--percent-limit", "0"], capture_output=True, text=True).stdout
-    out.write_text(rep)
-    buckets: dict[str, float] = {}
-    for line in rep.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "%" not in line.split()[0]:
-            continue
-        parts = line.split(None, 2)
-        try:
-            pct = float(parts[0].rstrip("%"))
-        except ValueError:
-            continue
-        dso, sym = (parts[1], parts[2]) if len(parts) == 3 else (parts[1], "")
-        b = bucket_of(dso, sym)
-        buckets[b] = buckets.get(b, 0.0) + pct
-    return sorted(buckets.items(), key=lambda kv: -kv[1])
-
-
 # Inclusive cost (the function and all it calls) of the parts of a message's way through the
 # relay, from the DWARF call graphs: the largest "children" share of a symbol containing the
 # anchor. Parts can nest (RSA inside DKIM inside the egress worker), so they do not add up.
@@ -725,24 +705,32 @@ ANCHORS = [
 ]
 
 
-def perf_inclusive(data: Path, out: Path) -> list[tuple[str, float]]:
-    rep = subprocess.run(["perf", "report", "-i", str(data), "--children", "--sort", "sym", "--stdio",
-                          "-g", "none", "--percent-limit", "0.2"], capture_output=True, text=True).stdout
+def perf_report(data: Path, out: Path):
+    """One pass over the samples (DWARF unwinding is slow): (self buckets, inclusive parts)."""
+    rep = subprocess.run(["perf", "report", "-i", str(data), "--children", "--sort", "dso,sym",
+                          "--stdio", "-g", "none", "--percent-limit", "0.05"],
+                         capture_output=True, text=True).stdout
     out.write_text(rep)
+    buckets: dict[str, float] = {}
     rows = []
     for line in rep.splitlines():
-        parts = line.split(None, 3)
-        if len(parts) == 4 and parts[0].endswith("%") and parts[1].endswith("%"):
-            try:
-                rows.append((float(parts[0].rstrip("%")), parts[3]))
-            except ValueError:
-                pass
+        parts = line.split(None, 4)
+        if len(parts) < 4 or not parts[0].endswith("%") or not parts[1].endswith("%"):
+            continue
+        try:
+            children, self_ = float(parts[0].rstrip("%")), float(parts[1].rstrip("%"))
+        except ValueError:
+            continue
+        dso, sym = parts[2], " ".join(parts[3:])
+        rows.append((children, sym))
+        b = bucket_of(dso, sym)
+        buckets[b] = buckets.get(b, 0.0) + self_
     found = []
     for name, anchor in ANCHORS:
         shares = [c for c, sym in rows if anchor in sym]
         if shares:
             found.append((name, max(shares)))
-    return found
+    return sorted(buckets.items(), key=lambda kv: -kv[1]), found
 
 
 def profile(a, pkg, sink, sink_port, binary, keys, variants, sizes, sessions_l):
@@ -757,7 +745,7 @@ def profile(a, pkg, sink, sink_port, binary, keys, variants, sizes, sessions_l):
                 data = a.profile / f"{name}.perf.data"
                 try:
                     alias = mr.start()
-                    perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
+                    perf = subprocess.Popen(["perf", "record", "-F", "199", "--call-graph", "dwarf,8192",
                                              "-p", str(mr.proc.pid),
                                              "-o", str(data)], stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
@@ -768,7 +756,7 @@ def profile(a, pkg, sink, sink_port, binary, keys, variants, sizes, sessions_l):
                     perf.wait(60)
                 finally:
                     mr.stop()
-                summary = perf_summary(data, a.profile / f"{name}.report.txt")
+                summary, parts = perf_report(data, a.profile / f"{name}.report.txt")
                 print(f"\n### {size_kb} KB, {sessions} sessions, {v[0]}, {v[1]}: "
                       f"{r.cpu_ms:.2f} ms CPU per message, e2e {r.e2e or 0:.0f} msg/s, "
                       f"{'ok' if r.ok else 'FAILED ' + r.note}\n")
@@ -781,7 +769,7 @@ def profile(a, pkg, sink, sink_port, binary, keys, variants, sizes, sessions_l):
                 print("\nInclusive time (the part and everything it calls; parts nest):\n")
                 print("| part | share of the relay's CPU samples | ms per message |")
                 print("|---|---|---|")
-                for b, pct in perf_inclusive(data, a.profile / f"{name}.children.txt"):
+                for b, pct in parts:
                     print(f"| {b} | {pct:.1f} % | {pct / 100 * r.cpu_ms:.2f} |")
 
 
