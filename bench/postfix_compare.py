@@ -408,6 +408,21 @@ level = "warn"
         st = proc_stat(self.proc.pid)
         return st[1] + st[2] if st else 0
 
+    def db_snapshot(self) -> dict[int, int]:
+        """CPU ticks of the PostgreSQL backends serving this relay's database (their work is
+        the relay's, in other processes); {} on SQLite, where it is in the relay's own."""
+        if not self.pg_db:
+            return {}
+        out = subprocess.run(["psql", f"{self.pg_base}/test", "-Atc",
+                              f"SELECT pid FROM pg_stat_activity WHERE datname = '{self.pg_db}'"],
+                             capture_output=True, text=True).stdout
+        snap = {}
+        for pid in out.split():
+            st = proc_stat(int(pid))
+            if st:
+                snap[int(pid)] = st[1]
+        return snap
+
     def queued(self) -> int:
         q = self.api("GET", "/v1/queue?limit=1000")
         return len(q["data"] if isinstance(q, dict) else q)
@@ -439,18 +454,20 @@ class Result:
     accept: float = 0.0
     e2e: float | None = None
     cpu_ms: float | None = None
+    db_cpu_ms: float | None = None
     load: float = 0.0
     ok: bool = False
     note: str = ""
 
 
 def measure(pkg, sink: Sink, port: int, to: str, n: int, sessions: int, size: int, tag: str,
-            ticks, queued, deadline: float) -> Result:
+            ticks, queued, deadline: float, db_snapshot=None) -> Result:
     res = Result(load=loadavg())
     sink.start()
     try:
         t_start = time.monotonic()
         c0 = ticks() if ticks else 0
+        d0 = db_snapshot() if db_snapshot else {}
         secs, rc, err = run_source(pkg, port, to, n, sessions, size, tag)
         res.accept = n / secs
         if rc != 0:
@@ -460,6 +477,9 @@ def measure(pkg, sink: Sink, port: int, to: str, n: int, sessions: int, size: in
             time.sleep(0.02)
         t_done = time.monotonic()
         c1 = ticks() if ticks else 0
+        d1 = db_snapshot() if db_snapshot else {}
+        if d1:
+            res.db_cpu_ms = sum(t - d0.get(p, 0) for p, t in d1.items()) / CLK_TCK * 1000 / n
         got = sink.count()
         if got >= n:
             res.e2e = n / (t_done - t_start)
@@ -628,7 +648,7 @@ def main():
                             try:
                                 alias = mr.start()
                                 r = measure(pkg, sink, mr.smtp_port, alias, a.messages, sessions, size,
-                                            tag, mr.ticks, mr.queued, a.deadline)
+                                            tag, mr.ticks, mr.queued, a.deadline, mr.db_snapshot)
                             except Exception as e:  # recorded as a failed run, the matrix goes on
                                 r = Result(load=loadavg(), note=f"{type(e).__name__}: {e}")
                             finally:
@@ -639,6 +659,8 @@ def main():
                         all_runs.append(run)
                         e2e = f"{r.e2e:.0f}" if r.e2e else "n/a"
                         cpu = f"{r.cpu_ms:.2f}" if r.cpu_ms is not None else "-"
+                        if r.db_cpu_ms is not None:
+                            cpu += f" + {r.db_cpu_ms:.2f} PostgreSQL"
                         log(f"{size_kb:>3} KB {sessions:>3} sess round {rnd + 1} {'/'.join(who):<26} "
                             f"accept {r.accept:8.0f}/s  e2e {e2e:>6}/s  cpu {cpu} ms/msg  "
                             f"load {r.load:.2f}  {'ok' if r.ok else 'FAILED ' + r.note}")
@@ -777,8 +799,8 @@ def print_table(rows, variants, a, pkg):
     print(f"\n{a.messages} messages per run, medians of {a.runs} interleaved rounds "
           f"(min-max in brackets), rates in msg/s, CPU in ms per message. Postfix {pkg.version()}.\n")
     print("| size | sessions | relay | accept | end to end | e2e vs Postfix | relay CPU/msg | "
-          "CPU vs Postfix | checks | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "+ PostgreSQL backends | CPU vs Postfix (with backends) | checks | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for size_kb, sessions, per in rows:
         pf = per[("postfix",)]
         pf_e2e, pf_cpu = med([r.e2e for r in pf]), med([r.cpu_ms for r in pf])
@@ -788,13 +810,17 @@ def print_table(rows, variants, a, pkg):
             label = {"direct": "source → sink", "postfix": "Postfix"}.get(who[0]) or \
                 f"maskrelay {'SQLite' if who[1] == 'sqlite' else 'PostgreSQL'} {'RSA-2048' if who[2] == 'rsa' else 'Ed25519'}"
             e2e, cpu = med([r.e2e for r in rs]), med([r.cpu_ms for r in rs])
+            dbc = med([r.db_cpu_ms for r in rs])
             ratio = f"{e2e / pf_e2e:.2f}×" if who[0] == "maskrelay" and e2e and pf_e2e else ""
             cratio = f"{cpu / pf_cpu:.2f}×" if who[0] == "maskrelay" and cpu and pf_cpu else ""
+            if dbc is not None and cpu and pf_cpu:
+                cratio += f" ({(cpu + dbc) / pf_cpu:.2f}×)"
             ok = sum(r.ok for r in rs)
             checks = f"{ok}/{len(rs)} ok" if ok == len(rs) else f"**{ok}/{len(rs)} ok**"
             accept = fmt_rate([r.accept for r in rs]) if who[0] != "direct" else fmt_rate([r.accept for r in rs])
             print(f"| {size_kb} KB | {sessions} | {label} | {accept} | {fmt_rate([r.e2e for r in rs])} | "
-                  f"{ratio} | {fmt_ms([r.cpu_ms for r in rs]) if who[0] != 'direct' else ''} | {cratio} | "
+                  f"{ratio} | {fmt_ms([r.cpu_ms for r in rs]) if who[0] != 'direct' else ''} | "
+                  f"{fmt_ms([r.db_cpu_ms for r in rs]) if dbc is not None else ''} | {cratio} | "
                   f"{checks} | {med([r.load for r in rs]):.2f} |")
 
 
