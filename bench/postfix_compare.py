@@ -767,7 +767,7 @@ def profile(a, pkg, sink, sink_port, binary, keys, variants, sizes, sessions_l):
                 data = a.profile / f"{name}.perf.data"
                 try:
                     alias = mr.start()
-                    perf = subprocess.Popen(["perf", "record", "-F", "199", "--call-graph", "dwarf,8192",
+                    perf = subprocess.Popen(["perf", "record", "-F", "199", "--call-graph", "dwarf,16384",
                                              "-p", str(mr.proc.pid),
                                              "-o", str(data)], stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
