@@ -57,11 +57,12 @@ enum Cmd {
         /// Threads to write.
         #[arg(long, default_value_t = 10_000_000)]
         count: u64,
-        /// Rows per INSERT statement.
-        #[arg(long, default_value_t = 400)]
+        /// Rows per INSERT statement. Small on purpose: sqlx-sqlite looks every parameter up by
+        /// name (`sqlite3_bind_parameter_name`), so the cost per row grows with the statement.
+        #[arg(long, default_value_t = 16)]
         rows: usize,
         /// Statements per transaction.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 1250)]
         statements: usize,
         /// Stores the threads are spread over (`bench-0` …).
         #[arg(long, default_value_t = 100)]
@@ -133,14 +134,15 @@ const INSERT_COLUMNS: &str = "id, store_id, order_ref, shopper_key, shopper_emai
 
 /// What `threads::create` writes for one new thread, with the library's generators and the
 /// relay's vault.
-fn make_row(vault: &Vault, store: &StoreId, n: u64, now: i64, rng: &mut impl rand::Rng) -> Row {
+fn make_row(vault: &Vault, store: &StoreId, run: &str, n: u64, now: i64, rng: &mut impl rand::Rng) -> Row {
     let id = format!("thr_{}", address::random_token(20));
     // A distinct shopper per thread: the worst case for the blind index and the aliases.
     let shopper = Mailbox::parse(&format!("shopper{n}@inbox{}.bench", n % 1000)).expect("valid address");
     let created = now - rng.random_range(0..30 * 86_400);
     Row {
         store: store.as_str().to_owned(),
-        order: format!("order-{n}"),
+        // The run's tag keeps (store, order, shopper) unique when a database is loaded twice.
+        order: format!("order-{run}-{n}"),
         key: vault.blind_index(&shopper.normalized()),
         email: vault.seal_text(Field::ShopperEmail, &id, &shopper.expose()),
         name: vault.seal_text(Field::ShopperName, &id, &format!("Shopper {n}")),
@@ -242,13 +244,14 @@ async fn load(
     let maker = tokio::task::spawn_blocking(move || {
         let mut rng = rand::rng();
         let now = maskrelay::store::now();
+        let run = address::random_token(6);
         let mut n = 0u64;
         while n < count {
             let len = batch.min((count - n) as usize);
             let rows: Vec<Row> = (0..len as u64)
                 .map(|i| {
                     let k = n + i;
-                    make_row(&vault, &stores_for_maker[(k % stores_for_maker.len() as u64) as usize], k, now, &mut rng)
+                    make_row(&vault, &stores_for_maker[(k % stores_for_maker.len() as u64) as usize], &run, k, now, &mut rng)
                 })
                 .collect();
             n += len as u64;
