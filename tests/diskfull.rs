@@ -294,3 +294,62 @@ async fn full_disk_refuses_then_recovers_without_loss_or_duplicates() {
         assert_eq!(got.get(s), Some(&1), "{s} got a 250 and must arrive exactly once");
     }
 }
+
+/// The duplicate half without a tmpfs (so it runs everywhere): the database refuses the
+/// completion of a delivered message (a trigger fails the DELETE the way a full disk
+/// does). Workers lease the message again after each lease runs out, and it must not be
+/// sent again; once the database takes writes again the completion is written by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_message_whose_completion_fails_is_not_sent_again() {
+    let (url, _dir) = sqlite_url();
+    let sink = Sink::start().await;
+    let mut config = test_config(&url, sink.addr);
+    config.egress.lease_secs = 1;
+    let relay = TestRelay::start(config).await;
+    relay.acme().await;
+    let thread = relay.thread("order-7").await;
+    let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
+    let pool = &relay.relay.db.pool;
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_completion BEFORE DELETE ON queue \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let mut c = Client::ready(relay.smtp()).await;
+    let m = message("orders@acme.example", &alias, "completion refused", "Hello Jane.");
+    let r = c.send("orders@acme.example", &[&alias], &m).await;
+    assert_eq!(r.code, 250, "{}", r.text);
+    sink.wait_for(1, WAIT).await;
+
+    // The barrier: the row's lease was taken again twice after the delivery (each lease
+    // ends later than the one before), so workers did look at it again.
+    let mut leases = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leases.len() < 3 {
+        let until: Option<i64> =
+            sqlx::query_scalar("SELECT locked_until FROM queue").fetch_optional(pool).await.unwrap();
+        leases.insert(until.expect("the message stays queued while its completion is refused"));
+        assert!(Instant::now() < deadline, "the message was not leased again: {leases:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sink.delivered().len(), 1, "a delivered message was sent again");
+
+    // The database takes writes again: the completion is written, nothing more is sent.
+    sqlx::raw_sql("DROP TRIGGER refuse_completion").execute(pool).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue").fetch_one(pool).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the completion was never written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sent_messages").fetch_one(pool).await.unwrap();
+    assert_eq!(sent, 1, "the completion records the sent message for its bounces");
+    assert_eq!(sink.delivered().len(), 1);
+    relay.stop().await;
+}
