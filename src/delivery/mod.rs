@@ -8,6 +8,7 @@ pub mod dkim;
 pub mod downgrade;
 pub mod mx;
 pub mod pool;
+pub mod settle;
 pub mod smarthost;
 pub mod tls;
 pub mod transport;
@@ -283,7 +284,8 @@ impl Workers {
                 return;
             }
             let batch = match queue::lease(&self.db, &name, 8, lease).await {
-                Ok(b) => b,
+                // A message this relay finished but could not record is not sent again.
+                Ok(b) => b.into_iter().filter(|m| !settle::is_held(&m.id)).collect::<Vec<_>>(),
                 Err(e) => {
                     warn!(error = %e, "queue lease failed");
                     Vec::new()
@@ -317,7 +319,7 @@ impl Workers {
             Ok(()) => {
                 crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Delivered);
                 info!(queue_id = %msg.id, attempts = msg.attempts + 1, "delivered");
-                queue::complete(&self.db, &msg).await
+                settle::complete(&self.db, &msg).await
             }
             Err(DeliveryError::Busy { reason, retry_after }) => {
                 // Not an attempt at the next hop: back into the queue for a moment.
@@ -355,8 +357,9 @@ impl Workers {
             }
         };
         if let Err(e) = outcome {
-            // The lease runs out and the message is tried again: at worst sent twice,
-            // never lost.
+            // A message delivered (or given up) is held by `settle` until its completion
+            // is written; any other outcome not recorded lets the lease run out and the
+            // message is tried again: never lost, and never sent twice by this relay.
             warn!(queue_id = %msg.id, error = %e, "could not record delivery outcome");
         }
     }
@@ -394,8 +397,10 @@ impl Workers {
                 }),
             },
         )
-        .await?;
-        queue::complete(&self.db, msg).await
+        .await
+        .unwrap_or_else(|e| warn!(queue_id = %msg.id, error = %e, "could not record the failed delivery"));
+        // Its notice is queued: from here it must not be given up a second time.
+        settle::complete(&self.db, msg).await
     }
 }
 

@@ -93,6 +93,10 @@ impl Db {
             }),
             Backend::Postgres => options,
         };
+        let options = match backend {
+            Backend::Sqlite => options.after_release(|conn, _meta| Box::pin(sqlite_reusable(conn))),
+            Backend::Postgres => options,
+        };
         let pool = options.connect(&url).await?;
         let db = Self { pool, backend, vault: Arc::new(vault) };
         db.migrate().await?;
@@ -112,6 +116,36 @@ impl Db {
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
+}
+
+/// Whether a SQLite connection that comes back to the pool may serve the next caller:
+/// false when SQLite and sqlx disagree about an open transaction, and the pool closes it
+/// (closing rolls back whatever it held and frees the write lock).
+///
+/// A full disk (SQLITE_FULL) or an I/O error may or may not roll the transaction back in
+/// SQLite (<https://sqlite.org/lang_transaction.html>, "Response To Errors Within A
+/// Transaction"), and sqlx 0.9 does not check which. When SQLite did, sqlx's own ROLLBACK
+/// fails and it still counts the connection as in a transaction, so its next `begin()`
+/// is a `SAVEPOINT` and a failure there ends in `ROLLBACK TO SAVEPOINT`, which leaves a
+/// real transaction open: the connection then holds the write lock for good (every other
+/// writer gets "database is locked" until a restart) and what it "commits" afterwards
+/// is only a savepoint release, acknowledged with 250 and lost at the restart.
+async fn sqlite_reusable(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    // Runs after the rollback the dropped transaction queued on this connection's worker,
+    // so it sees the state the next caller would get. BEGIN fails inside a transaction;
+    // a deferred BEGIN and its ROLLBACK touch neither the file nor the locks.
+    let open_in_sqlite = sqlx::raw_sql("BEGIN; ROLLBACK").execute(&mut *conn).await.is_err();
+    let open_in_sqlx = conn.is_in_transaction();
+    if open_in_sqlite || open_in_sqlx {
+        tracing::warn!(
+            open_in_sqlite,
+            open_in_sqlx,
+            "SQLite connection left in a failed transaction; closed"
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Creates a missing SQLite file readable by its owner only (it holds sealed shopper data
