@@ -1,5 +1,6 @@
 #![no_main]
-//! The MIME rewriter, toward a store: any bytes as a message a shopper
+//! The MIME rewriter, toward a store: any bytes (with line endings made CR LF, as the
+//! session hands a message on) as a message a shopper
 //! (jane.doe@shopper.example) sends to a store's alias, with the plan the relay builds for
 //! that direction (smtp::transaction::plan_for, Side::Store). Either the rewriter refuses
 //! it, or its output
@@ -79,7 +80,36 @@ fn check_parts(m: &Message<'_>, needles: &[String], depth: usize) {
     }
 }
 
-fuzz_target!(|raw: &[u8]| {
+/// The message as the session hands it on (smtp::data): every line ending CR LF (a bare CR
+/// or LF ends a line too), a last line ended, no NUL (refused with 554).
+fn as_received(input: &[u8]) -> Option<Vec<u8>> {
+    if input.contains(&0) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len() + 64);
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if input.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    Some(out)
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some(raw) = as_received(input) else { return };
+    let raw = raw.as_slice();
     let Some(message) = rewrite::parse(raw) else { return };
     // What smtp::transaction::HeaderFacts reads.
     let from = message

@@ -102,7 +102,7 @@ fn converse(stream: &[u8], chunks: &[usize]) -> Outcome {
 
 /// Chunk lengths from a seed: small and large writes mixed.
 fn chunking(seed: u8, len: usize) -> Vec<usize> {
-    let mut x = u32::from(seed) * 2_654_435_761 + 0x9e37_79b9;
+    let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(0x9e37_79b9);
     let mut out = Vec::new();
     let mut total = 0;
     while total < len {
