@@ -65,6 +65,10 @@ pub const NUL_IN_MESSAGE: Reply = r(
 pub const LOOP: Reply =
     r(554, "5.4.6 Mail loop: the message has passed more than 50 mail servers (Received lines)");
 pub const UNPARSEABLE: Reply = r(554, "5.6.0 Message could not be parsed as RFC 5322 mail");
+pub const AMBIGUOUS_FIELD_NAME: Reply = r(
+    554,
+    "5.6.0 A header field name contains white space or a control character, which mail readers read differently; write field names without them (Content-Type:)",
+);
 pub const CANNOT_REWRITE: Reply =
     r(554, "5.6.0 Message content could not be rewritten without revealing a real address; it was not sent");
 
