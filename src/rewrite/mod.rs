@@ -146,7 +146,14 @@ fn has_ambiguous_field_name(m: &Message<'_>, depth: usize) -> bool {
         let name_ok = |h: &mail_parser::Header<'_>| {
             let field = buf.get(h.offset_field as usize..h.offset_end as usize).unwrap_or_default();
             let name = field.split(|&b| b == b':').next().unwrap_or_default();
-            !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic())
+            // Every line of a field after its first is a fold (starts with white space):
+            // mail-parser takes a line with no colon as more of the field above, other
+            // readers as the end of the header block.
+            let folds = field
+                .split(|&b| b == b'\n')
+                .skip(1)
+                .all(|l| l.is_empty() || l.starts_with(b" ") || l.starts_with(b"\t"));
+            !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic()) && folds
         };
         !p.headers.iter().all(name_ok)
             || matches!(&p.body, PartType::Message(nested) if has_ambiguous_field_name(nested, depth + 1))
@@ -223,8 +230,13 @@ mod tests {
                 "{raw:?}"
             );
         }
-        // Ordinary names still pass.
-        let raw = b"From: <jane@example.com>\r\nX-Weird_Name.1: y\r\nSubject: x\r\n\r\nhi\r\n";
+        // A line that is neither a field nor a fold, read by mail-parser as part of the
+        // field above it (found by the rewrite fuzz target: it was copied out as is).
+        let raw = b"From: <jane@example.com>\r\nDate: Fri, 20 Apr 2001 19:3--b\r\n-040#\r\nSubject: x\r\n\r\nhi\r\n";
+        let message = parse(raw).unwrap();
+        assert_eq!(rewrite(&message, raw, &plan(), &IdMap::default()), Err(RewriteError::AmbiguousFieldName));
+        // Ordinary names and folds still pass.
+        let raw = b"From: <jane@example.com>\r\nX-Weird_Name.1: y\r\nSubject: x\r\n\ty\r\n z\r\n\r\nhi\r\n";
         let message = parse(raw).unwrap();
         assert!(rewrite(&message, raw, &plan(), &IdMap::default()).is_ok());
     }
