@@ -194,6 +194,27 @@ async fn overlong_command_line_gets_500_and_the_session_goes_on() {
     c.assert_in_step("after the limit").await;
 }
 
+/// Found by the smtp_session fuzz target: smtp-proto read on past the LF of `RCPT TO` (no
+/// colon: it looked for one on the next line), so the next pipelined command was swallowed
+/// without a reply and the client's replies came out of step.
+#[tokio::test]
+async fn every_malformed_command_line_gets_one_reply_and_the_next_is_run() {
+    let (mut c, alias) = with_thread(|c| c.smtp.max_errors = 100).await;
+    c.cmd("MAIL FROM:<orders@acme.example>", "250 2.1.0").await;
+    for line in ["RCPT TO", "RCPT TO ", "RCPT", "RCPT TO:", "RCPT TO :", "MAIL FROM", "MAIL", "RCPT TO\r"] {
+        // The malformed line and a command behind it, in one write.
+        c.send(format!("{line}\r\nRCPT TO:<{alias}>\r\n").as_bytes()).await;
+        let r = c.reply().await.expect("a reply to the malformed line");
+        assert!(r.starts_with("50"), "{line:?}: {r:?}");
+        c.expect("250 2.1.5", &format!("the RCPT behind {line:?}")).await;
+    }
+    c.send(b"RCPT TO\r\n.\r\r\nNOOP\r\n").await;
+    c.expect("501", "RCPT TO").await;
+    c.expect("501 5.5.2", "the line with a bare CR").await;
+    c.expect("250 2.0.0 OK", "NOOP").await;
+    c.assert_in_step("after the malformed lines").await;
+}
+
 #[tokio::test]
 async fn nothing_after_quit_is_answered() {
     let mut c = Conversation::ready(|_| {}).await;

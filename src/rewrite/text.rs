@@ -416,7 +416,16 @@ fn matches<'a>(view: &[Ch], replace: &'a [(String, String)]) -> Vec<Found<'a>> {
     let needles: Vec<(Vec<char>, &str)> = replace
         .iter()
         .filter(|(real, _)| !real.is_empty())
-        .map(|(real, alias)| (real.chars().flat_map(char::to_lowercase).collect(), alias.as_str()))
+        .flat_map(|(real, alias)| {
+            let plain: Vec<char> = real.chars().flat_map(char::to_lowercase).collect();
+            // An address with `%XX`, `&#..;` or `=?` in it (all allowed in a local part)
+            // reads as something else once decoded: the decoded view is matched against
+            // the address decoded the same way too.
+            let decoded: Vec<char> =
+                decode(real.as_bytes(), Reading::default()).iter().flat_map(|c| c.c.to_lowercase()).collect();
+            let extra = (decoded != plain).then(|| (decoded, alias.as_str()));
+            std::iter::once((plain, alias.as_str())).chain(extra)
+        })
         .collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -564,6 +573,21 @@ mod tests {
         // offsets would not be the original's.
         assert_eq!(rw("İstanbul ẞ JANE.DOE@SHOPPER.EXAMPLE ẞ."), "İstanbul ẞ k3x@relay.example ẞ.");
         assert_eq!(rw("İİİ jane.doe@SHOPPER.example"), "İİİ k3x@relay.example");
+    }
+
+    /// Found by the rewrite fuzz target: a hidden address with `%40` in its local part never
+    /// matched, because the text is matched percent-decoded and the address was not.
+    #[test]
+    fn addresses_that_hold_an_encoding_are_found() {
+        let replace = vec![("a.b%40c.d@shopper.example".to_owned(), "k3x@relay.example".to_owned())];
+        for text in ["Subject: write to a.b%40c.d@shopper.example", "write to A.B%40C.D@Shopper.Example now"]
+        {
+            assert!(contains(text.as_bytes(), &replace, Reading::default()), "{text:?}");
+            let out = rewrite(text.as_bytes(), &replace, Reading::default()).expect("rewritten");
+            assert!(!String::from_utf8_lossy(&out).to_lowercase().contains("shopper"), "{out:?}");
+        }
+        let replace = vec![("x&#64;y@shopper.example".to_owned(), "k3x@relay.example".to_owned())];
+        assert!(contains(b"from x&#64;y@shopper.example", &replace, Reading::default()));
     }
 
     #[test]

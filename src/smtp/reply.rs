@@ -65,6 +65,10 @@ pub const NUL_IN_MESSAGE: Reply = r(
 pub const LOOP: Reply =
     r(554, "5.4.6 Mail loop: the message has passed more than 50 mail servers (Received lines)");
 pub const UNPARSEABLE: Reply = r(554, "5.6.0 Message could not be parsed as RFC 5322 mail");
+pub const AMBIGUOUS_FIELD_NAME: Reply = r(
+    554,
+    "5.6.0 A header field name contains white space or a control character, which mail readers read differently; write field names without them (Content-Type:)",
+);
 pub const CANNOT_REWRITE: Reply =
     r(554, "5.6.0 Message content could not be rewritten without revealing a real address; it was not sent");
 
@@ -73,6 +77,8 @@ pub const MAIL_FIRST: Reply = r(503, "5.5.1 Send MAIL FROM first");
 pub const NESTED_MAIL: Reply = r(503, "5.5.1 A transaction is already open; send RSET to start over");
 pub const NO_VALID_RECIPIENTS: Reply = r(554, "5.5.1 No valid recipients");
 pub const UNRECOGNIZED: Reply = r(500, "5.5.2 Command unrecognized");
+pub const INCOMPLETE_COMMAND: Reply =
+    r(501, "5.5.4 Syntax error: the command line ends before its arguments do");
 pub const BARE_CR: Reply =
     r(501, "5.5.2 Syntax error: a CR or NUL inside a command line; end each command with CR LF only");
 pub const NOT_HTTP: Reply = r(221, "2.7.0 This is an SMTP server, not a web server; closing connection");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use smtp_proto::request::receiver::{MAX_LINE_LENGTH, RequestReceiver};
+use smtp_proto::request::receiver::MAX_LINE_LENGTH;
 use smtp_proto::{Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
@@ -90,7 +90,6 @@ pub async fn run<S, B>(
         phase: Phase::Fresh,
         input: Vec::with_capacity(4096),
         output: Vec::with_capacity(512),
-        receiver: RequestReceiver::default(),
         errors: 0,
         clock: Clock::new(&setup_smtp),
         discarding: false,
@@ -125,7 +124,6 @@ struct Session<B> {
     input: Vec<u8>,
     /// Replies not yet written (flushed before every read: RFC 2920 3.1).
     output: Vec<u8>,
-    receiver: RequestReceiver,
     errors: usize,
     clock: Clock,
     /// Inside a command line already known to be too long: dropped up to its LF.
@@ -150,7 +148,6 @@ impl<B: Backend> Session<B> {
                 self.secure = true;
                 self.phase = Phase::Fresh;
                 self.helo.clear();
-                self.receiver = RequestReceiver::default();
                 self.input.clear();
                 true
             }
@@ -205,10 +202,12 @@ impl<B: Backend> Session<B> {
                 }
                 None => {}
             }
-            let mut iter = self.input.iter();
-            let parsed = self.receiver.ingest(&mut iter).map(Request::into_owned);
-            let consumed = self.input.len() - iter.as_slice().len();
-            self.input.drain(..consumed);
+            // The parser sees this one line and nothing after it, and the line is consumed
+            // whole: smtp-proto reads on past the LF of some malformed lines (`RCPT TO` with
+            // no colon looks for it on the next line), which swallowed the next pipelined
+            // command without a reply. Every command line gets exactly one reply.
+            let parsed = Request::parse(&mut self.input[..=lf].iter()).map(Request::into_owned);
+            self.input.drain(..=lf);
             let flow = match parsed {
                 Ok(request) => {
                     self.commands += 1;
@@ -219,12 +218,8 @@ impl<B: Backend> Session<B> {
                         self.command(request).await
                     }
                 }
-                Err(ProtoError::NeedsMoreData { .. }) => {
-                    if !self.fill_command().await? {
-                        return Ok(Ended::Closed);
-                    }
-                    Flow::Continue
-                }
+                // The whole line is here: what the parser still wanted is missing from it.
+                Err(ProtoError::NeedsMoreData { .. }) => self.error(reply::INCOMPLETE_COMMAND),
                 Err(e) => self.syntax_error(e),
             };
             match flow {

@@ -244,6 +244,7 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
                 return reply::CANNOT_REWRITE;
             }
             Err(rewrite::RewriteError::Unparseable) => return reply::UNPARSEABLE,
+            Err(rewrite::RewriteError::AmbiguousFieldName) => return reply::AMBIGUOUS_FIELD_NAME,
         };
         mappings.extend(idmap.new_mappings.iter().map(|(relay, original)| IdMapping {
             thread_id: rcpt.thread.id.clone(),
