@@ -123,28 +123,35 @@ fn long_header_lines(m: &Message<'_>, buf: &[u8], out: &mut Vec<Splice>, depth: 
     }
 }
 
-/// A header field with each line over 78 octets folded (RFC 5322 2.2.3: CRLF before
-/// white space already there), or `None` when some line has no white space to fold at
-/// within `MAX_LINE` octets.
+/// A header field with its lines folded to 78 octets where white space allows (RFC 5322
+/// 2.2.3: CRLF before white space already there), or `None` when a line over `MAX_LINE`
+/// octets has no white space to fold at.
 fn fold(field: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(field.len() + field.len() / 40);
     for line in field.split_inclusive(|b| *b == b'\n') {
         let eol_len = if line.ends_with(b"\r\n") { 2 } else { usize::from(line.ends_with(b"\n")) };
         let (mut text, eol) = line.split_at(line.len() - eol_len);
-        while text.len() > MAX_LINE {
-            // The last white space within 78 octets, else within 998, never at the start
-            // (a line of white space alone would be an empty line: the end of the header).
+        while text.len() > 78 {
+            // The last white space within 78 octets, else within 998, with something
+            // other than white space on both sides (a line of white space alone would
+            // end the header block).
+            let blank = |b: &u8| *b == b' ' || *b == b'\t';
             let within = |limit: usize| {
                 text[1..=limit.min(text.len() - 1)]
                     .iter()
-                    .rposition(|b| *b == b' ' || *b == b'\t')
+                    .rposition(blank)
                     .map(|p| p + 1)
-                    .filter(|p| text[..*p].iter().any(|b| *b != b' ' && *b != b'\t'))
+                    .filter(|p| !text[..*p].iter().all(blank) && !text[*p..].iter().all(blank))
             };
-            let at = within(78).or_else(|| within(MAX_LINE))?;
-            out.extend_from_slice(&text[..at]);
-            out.extend_from_slice(b"\r\n");
-            text = &text[at..];
+            match within(78).or_else(|| within(MAX_LINE)) {
+                Some(at) => {
+                    out.extend_from_slice(&text[..at]);
+                    out.extend_from_slice(b"\r\n");
+                    text = &text[at..];
+                }
+                None if text.len() > MAX_LINE => return None,
+                None => break,
+            }
         }
         out.extend_from_slice(text);
         out.extend_from_slice(eol);
@@ -414,5 +421,63 @@ mod tests {
         assert_eq!(m.subject(), Some("Grüße aus Köln"));
         assert_eq!(m.attachment(0).unwrap().attachment_name(), Some("Rechnung März.pdf"));
         assert_eq!(m.attachment(0).unwrap().contents(), b"%PDF");
+    }
+
+    fn longest_line(bytes: &[u8]) -> usize {
+        bytes.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l).len()).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_long_text_line_becomes_quoted_printable_in_its_own_charset() {
+        let mut original = b"Subject: x\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nshort\r\n".to_vec();
+        let long: Vec<u8> = std::iter::repeat_n(b"caf\xe9 au lait ".as_slice(), 150).flatten().copied().collect();
+        original.extend_from_slice(&long);
+        original.extend_from_slice(b"\r\nend\r\n");
+        assert!(longest_line(&original) > MAX_LINE);
+        let out = long_lines(&original).unwrap();
+        assert!(longest_line(&out) <= 76 + 2, "{}", String::from_utf8_lossy(&out));
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with("Content-Transfer-Encoding: quoted-printable\r\nSubject: x\r\n"), "{text}");
+        assert!(text.contains("Content-Type: text/plain; charset=iso-8859-1\r\n"), "the charset is kept: {text}");
+        assert!(text.contains("caf=E9 au lait"), "the octets are kept, not converted: {text}");
+        let m = parse(&out);
+        let expected = format!("short\r\n{}\r\nend\r\n", "café au lait ".repeat(150));
+        assert_eq!(m.body_text(0).unwrap(), expected);
+    }
+
+    #[test]
+    fn long_header_lines_are_folded_or_encoded() {
+        let words = "word ".repeat(300);
+        let token = "x".repeat(1200);
+        let original = format!(
+            "Subject: {words}\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+             Content-Type: text/plain\r\nContent-Description: {token}\r\n\r\nhi\r\n--b--\r\n"
+        );
+        let out = long_lines(original.as_bytes()).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(longest_line(&out) <= MAX_LINE, "{text}");
+        assert!(text.starts_with("Subject: word word"), "{text}");
+        assert!(text.lines().next().unwrap().len() <= 78, "folded where white space allows: {text}");
+        let m = parse(&out);
+        assert_eq!(m.subject(), Some(words.trim_end()));
+        let part = &m.parts[1];
+        let description = part.headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case("Content-Description"));
+        assert_eq!(description.and_then(|h| h.value.as_text()), Some(token.as_str()), "{text}");
+        assert_eq!(m.body_text(0).unwrap(), "hi");
+    }
+
+    #[test]
+    fn encoded_parts_with_long_lines_are_encoded_again() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let one_line = base64::engine::general_purpose::STANDARD.encode(&data);
+        let original = format!(
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{one_line}\r\n--b--\r\n"
+        );
+        let out = long_lines(original.as_bytes()).unwrap();
+        assert!(longest_line(&out) <= 76);
+        assert_eq!(parse(&out).attachment(0).unwrap().contents(), data.as_slice());
+        // Nothing long: nothing to do.
+        assert!(long_lines(b"Subject: x\r\n\r\nshort\r\n").is_none());
     }
 }
