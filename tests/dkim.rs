@@ -112,8 +112,9 @@ async fn long_lines_are_reencoded_before_signing_and_still_verify() {
     let strict = support::sink::Options { max_line: Some(998), ..Default::default() };
     let sink = Sink::start_with("127.0.0.1:0", strict).await;
     let config = test_config(&url, sink.addr);
-    let signer = Signer::load(std::path::Path::new(&config.dkim.private_key_path), DOMAIN, &config.dkim.selector)
-        .unwrap();
+    let signer =
+        Signer::load(std::path::Path::new(&config.dkim.private_key_path), DOMAIN, &config.dkim.selector)
+            .unwrap();
     let name = format!("{}._domainkey.{DOMAIN}", config.dkim.selector);
     dns.txt(&name, &signer.dns_record());
     let relay = TestRelay::start(config).await;
@@ -148,7 +149,8 @@ async fn long_lines_are_reencoded_before_signing_and_still_verify() {
     assert!(head.contains("content-transfer-encoding: quoted-printable"), "{head}");
 
     let resolver = maskrelay::dns::resolver(&[dns.nameserver()]).unwrap();
-    let results = MessageAuthenticator(resolver).verify_dkim(&AuthenticatedMessage::parse(data).unwrap()).await;
+    let results =
+        MessageAuthenticator(resolver).verify_dkim(&AuthenticatedMessage::parse(data).unwrap()).await;
     assert!(!results.is_empty() && results.iter().all(|r| *r.result() == DkimResult::Pass), "{results:?}");
     dkimpy_verifies(&name, &signer.dns_record(), data, true);
     relay.stop().await;

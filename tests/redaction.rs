@@ -121,7 +121,11 @@ async fn remote_replies_quoting_the_shopper_leave_no_trace_in_operator_data() {
     sink.script_rcpt(&[&deferral_1, &deferral_2, &refusal]);
     let mut c = Client::ready(std::net::SocketAddr::from(([127, 0, 0, 1], smtp))).await;
     let r = c
-        .send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "Your order", "Thanks."))
+        .send(
+            "orders@acme.example",
+            &[&alias],
+            &message("orders@acme.example", &alias, "Your order", "Thanks."),
+        )
         .await;
     assert_eq!(r.code, 250, "{}", r.text);
 
@@ -171,11 +175,19 @@ async fn remote_replies_quoting_the_shopper_leave_no_trace_in_operator_data() {
     assert!(wal.exists(), "the running relay writes to its WAL, which was searched");
     let log = relay.stop().await;
     assert!(log.contains("deferred") && log.contains("deferral reason"), "the deferrals were logged: {log}");
-    assert!(log.contains("<local-part>") || log.contains("<shopper>"), "the reasons were logged redacted: {log}");
+    assert!(
+        log.contains("<local-part>") || log.contains("<shopper>"),
+        "the reasons were logged redacted: {log}"
+    );
     assert_eq!(found_in(log.as_bytes()), Vec::<String>::new(), "{log}");
     // After a clean shutdown the WAL is checkpointed into the main file: searched again.
     for f in db_files(dir.path()) {
-        assert_eq!(found_in(&std::fs::read(&f).unwrap()), Vec::<String>::new(), "{} after shutdown", f.display());
+        assert_eq!(
+            found_in(&std::fs::read(&f).unwrap()),
+            Vec::<String>::new(),
+            "{} after shutdown",
+            f.display()
+        );
     }
 }
 

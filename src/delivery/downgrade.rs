@@ -26,7 +26,9 @@
 //! offsets from the start of the outer message, so all offsets refer to one buffer.
 
 use base64::Engine;
-use mail_parser::{Encoding, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{
+    Encoding, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 
 use crate::rewrite::body::{Splice, apply, ending_like};
 
@@ -282,7 +284,9 @@ fn reencode_encoded(p: &MessagePart<'_>, buf: &[u8], out: &mut Vec<Splice>) {
             base64_lines(&bytes)
         }
         Encoding::QuotedPrintable => {
-            let Ok(bytes) = quoted_printable::decode(body, quoted_printable::ParseMode::Robust) else { return };
+            let Ok(bytes) = quoted_printable::decode(body, quoted_printable::ParseMode::Robust) else {
+                return;
+            };
             quoted_printable::encode(&bytes)
         }
         Encoding::None => return,
@@ -429,8 +433,10 @@ mod tests {
 
     #[test]
     fn a_long_text_line_becomes_quoted_printable_in_its_own_charset() {
-        let mut original = b"Subject: x\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nshort\r\n".to_vec();
-        let long: Vec<u8> = std::iter::repeat_n(b"caf\xe9 au lait ".as_slice(), 150).flatten().copied().collect();
+        let mut original =
+            b"Subject: x\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nshort\r\n".to_vec();
+        let long: Vec<u8> =
+            std::iter::repeat_n(b"caf\xe9 au lait ".as_slice(), 150).flatten().copied().collect();
         original.extend_from_slice(&long);
         original.extend_from_slice(b"\r\nend\r\n");
         assert!(longest_line(&original) > MAX_LINE);
@@ -438,7 +444,10 @@ mod tests {
         assert!(longest_line(&out) <= 76 + 2, "{}", String::from_utf8_lossy(&out));
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.starts_with("Content-Transfer-Encoding: quoted-printable\r\nSubject: x\r\n"), "{text}");
-        assert!(text.contains("Content-Type: text/plain; charset=iso-8859-1\r\n"), "the charset is kept: {text}");
+        assert!(
+            text.contains("Content-Type: text/plain; charset=iso-8859-1\r\n"),
+            "the charset is kept: {text}"
+        );
         assert!(text.contains("caf=E9 au lait"), "the octets are kept, not converted: {text}");
         let m = parse(&out);
         let expected = format!("short\r\n{}\r\nend\r\n", "café au lait ".repeat(150));
@@ -461,7 +470,8 @@ mod tests {
         let m = parse(&out);
         assert_eq!(m.subject(), Some(words.trim_end()));
         let part = &m.parts[1];
-        let description = part.headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case("Content-Description"));
+        let description =
+            part.headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case("Content-Description"));
         assert_eq!(description.and_then(|h| h.value.as_text()), Some(token.as_str()), "{text}");
         assert_eq!(m.body_text(0).unwrap(), "hi");
     }

@@ -370,7 +370,9 @@ impl Workers {
     /// leaves only the recipient to cut: the reply is then kept as its status code alone.
     async fn identity(&self, msg: &Leased) -> Identity {
         match crate::store::threads::get(&self.db, &msg.thread_id).await {
-            Ok(t) => Identity::shopper(t.shopper.as_ref(), t.shopper_name.as_deref()).with_address(&msg.rcpt_to),
+            Ok(t) => {
+                Identity::shopper(t.shopper.as_ref(), t.shopper_name.as_deref()).with_address(&msg.rcpt_to)
+            }
             Err(e) => {
                 warn!(queue_id = %msg.id, error = %e, "thread unreadable; the remote reply is not kept");
                 Identity::withholding()
@@ -423,7 +425,10 @@ mod tests {
 
     #[test]
     fn the_status_code_comes_from_the_parser_not_the_redacted_text() {
-        let id = Identity::shopper(Some(&crate::address::Mailbox::parse("jane.doe@shopper.example").unwrap()), None);
+        let id = Identity::shopper(
+            Some(&crate::address::Mailbox::parse("jane.doe@shopper.example").unwrap()),
+            None,
+        );
         let r = redact_reply("550 5.1.1 <Jane.Doe@Shopper.EXAMPLE>: Recipient ünknown", &id);
         assert_eq!(r, "550 5.1.1 <<shopper>>: Recipient ünknown");
         let reply = Reply::from_parts(550, [5, 1, 1], r);

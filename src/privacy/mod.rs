@@ -14,7 +14,8 @@ use crate::address::Mailbox;
 /// Such a name would make every later message of the thread refuse (it ends up in the
 /// From the store sees), so it is refused when the thread is created.
 pub fn name_shows_address(name: &str, address: &Mailbox) -> bool {
-    let squeeze = |s: &str| -> String { redact::fold(s).chars().filter(|c| *c != ' ' && *c != '"').collect() };
+    let squeeze =
+        |s: &str| -> String { redact::fold(s).chars().filter(|c| *c != ' ' && *c != '"').collect() };
     let name = squeeze(name);
     let local = squeeze(address.local());
     redact::domain_forms(address.domain()).iter().any(|domain| {

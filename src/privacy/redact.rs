@@ -229,8 +229,8 @@ struct Folded {
 
 impl Folded {
     fn of(text: &str) -> Self {
-        let mut chars = Vec::with_capacity(text.len());
-        let mut origin = Vec::with_capacity(text.len());
+        let mut chars: Vec<char> = Vec::with_capacity(text.len());
+        let mut origin: Vec<(usize, usize)> = Vec::with_capacity(text.len());
         for (i, c) in text.char_indices() {
             let range = (i, i + c.len_utf8());
             fold_char(c, &mut |f| {
@@ -257,7 +257,8 @@ impl Folded {
         let before = start.checked_sub(1).map(|i| self.chars[i]);
         let after = self.chars.get(end).copied();
         let after2 = self.chars.get(end + 1).copied();
-        let inner = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || (kind == Kind::Domain && c == '-'));
+        let inner =
+            |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || (kind == Kind::Domain && c == '-'));
         if inner(before) || inner(after) {
             return false;
         }

@@ -43,7 +43,8 @@ pub fn plan_for(
     let shopper = thread.shopper.clone()?;
     let shopper_alias = format!("{}@{domain}", thread.shopper_alias);
     let store_alias = format!("{}@{domain}", thread.store_alias);
-    let mut hidden: Vec<String> = sender.header_from.into_iter().chain(sender.envelope).map(Mailbox::normalized).collect();
+    let mut hidden: Vec<String> =
+        sender.header_from.into_iter().chain(sender.envelope).map(Mailbox::normalized).collect();
     match direction {
         Side::Shopper => {
             hidden.extend(store.contact_mailbox().ok().map(|c| c.normalized()));
@@ -71,7 +72,8 @@ pub fn plan_for(
             let contact = store.contact_mailbox().ok()?;
             hidden.push(shopper.normalized());
             hidden.dedup();
-            let name = crate::locale::via(thread.locale, thread.shopper_name.as_deref(), settings.marketplace);
+            let name =
+                crate::locale::via(thread.locale, thread.shopper_name.as_deref(), settings.marketplace);
             let mut replace = vec![(shopper.normalized(), shopper_alias.clone())];
             // A shopper writing from another of their addresses: that one is hidden too.
             if let Some(f) = sender.header_from.filter(|f| f.normalized() != shopper.normalized()) {
@@ -148,7 +150,11 @@ mod tests {
         assert_eq!(plan.reply_to, "s4k2alias@relay.test");
         assert_eq!(plan.to.address, "support@acme.example");
         for hidden in ["jane.doe@shopper.example", "jane@work.example"] {
-            assert!(plan.hidden_in_headers.iter().any(|h| h == hidden), "{hidden}: {:?}", plan.hidden_in_headers);
+            assert!(
+                plan.hidden_in_headers.iter().any(|h| h == hidden),
+                "{hidden}: {:?}",
+                plan.hidden_in_headers
+            );
         }
         assert_eq!(
             plan.replace_in_body,
@@ -185,7 +191,11 @@ mod tests {
         }
         assert!(!hidden.iter().any(|x| x.starts_with('@')), "a domain pattern is no address: {hidden:?}");
         assert!(plan.replace_in_body.is_empty());
-        assert!(plan.extra_headers.iter().any(|(n, v)| *n == "List-Unsubscribe" && v == "<https://relay.test/r/tok>"));
+        assert!(
+            plan.extra_headers
+                .iter()
+                .any(|(n, v)| *n == "List-Unsubscribe" && v == "<https://relay.test/r/tok>")
+        );
     }
 
     #[test]

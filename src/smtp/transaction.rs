@@ -236,7 +236,8 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
         let idmap = IdMap::plan(&rcpt.thread.id, &ctx.config.relay.domain, &known, ids);
         let message_id = idmap.get(&own_id).unwrap_or(own_id.as_str()).to_owned();
         let sender = Sender { header_from: header_from.as_ref(), envelope: tx.sender.as_ref() };
-        let Some((mut plan, rcpt_to)) = plan_for(&rcpt.thread, &rcpt.store, rcpt.side, &settings, &sender, message_id)
+        let Some((mut plan, rcpt_to)) =
+            plan_for(&rcpt.thread, &rcpt.store, rcpt.side, &settings, &sender, message_id)
         else {
             return reply::NO_SUCH_ALIAS;
         };
