@@ -259,7 +259,10 @@ impl Folded {
         let after2 = self.chars.get(end + 1).copied();
         let inner =
             |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || (kind == Kind::Domain && c == '-'));
-        if inner(before) || inner(after) {
+        // A percent-encoded `@` (`jane%40example.com`, as in a mailto: link) ends in a digit.
+        let after_percent_at =
+            kind == Kind::Domain && start >= 3 && self.chars[start - 3..start] == ['%', '4', '0'];
+        if (inner(before) && !after_percent_at) || inner(after) {
             return false;
         }
         // `example.com` inside `example.com.au`, `jane` inside `jane.doe`: another name.
