@@ -166,13 +166,15 @@ async fn remote_replies_quoting_the_shopper_leave_no_trace_in_operator_data() {
     assert_eq!(found_in(&got[0].data), Vec::<String>::new(), "{}", got[0].text());
     assert!(sink.attempts() >= 1);
 
-    for f in db_files(dir.path()) {
+    let files = db_files(dir.path());
+    assert_eq!(files.len(), 2, "the main file and the WAL of the running relay: {files:?}");
+    let mut total = 0;
+    for f in files {
         let bytes = std::fs::read(&f).unwrap();
-        assert!(bytes.len() > 4096, "{} holds data", f.display());
+        total += bytes.len();
         assert_eq!(found_in(&bytes), Vec::<String>::new(), "{}", f.display());
     }
-    let wal = dir.path().join("relay.db-wal");
-    assert!(wal.exists(), "the running relay writes to its WAL, which was searched");
+    assert!(total > 8192, "the files searched hold the data ({total} bytes)");
     let log = relay.stop().await;
     assert!(log.contains("deferred") && log.contains("deferral reason"), "the deferrals were logged: {log}");
     assert!(
