@@ -149,8 +149,8 @@ async fn long_lines_are_reencoded_before_signing_and_still_verify() {
     assert!(head.contains("content-transfer-encoding: quoted-printable"), "{head}");
 
     let resolver = maskrelay::dns::resolver(&[dns.nameserver()]).unwrap();
-    let results =
-        MessageAuthenticator(resolver).verify_dkim(&AuthenticatedMessage::parse(data).unwrap()).await;
+    let parsed_for_dkim = AuthenticatedMessage::parse(data).unwrap();
+    let results = MessageAuthenticator(resolver).verify_dkim(&parsed_for_dkim).await;
     assert!(!results.is_empty() && results.iter().all(|r| *r.result() == DkimResult::Pass), "{results:?}");
     dkimpy_verifies(&name, &signer.dns_record(), data, true);
     relay.stop().await;
