@@ -11,6 +11,7 @@ pub mod dns;
 pub mod leak;
 pub mod locale;
 pub mod metrics;
+pub mod privacy;
 pub mod queue;
 pub mod records;
 pub mod retention;

@@ -172,7 +172,7 @@ async fn lifecycle(url: &str, sqlite_path: Option<&Path>) {
     }
     let (_, queue) = relay.api("GET", "/v1/queue", None).await;
     assert_eq!(queue.as_array().map(Vec::len), Some(1), "one message waits: {queue}");
-    assert!(queue.to_string().contains("<recipient>"), "the deferral is kept, redacted: {queue}");
+    assert!(queue.to_string().contains("<shopper>"), "the deferral is kept, redacted: {queue}");
 
     let check = |when: &str| {
         if let Some(path) = sqlite_path {

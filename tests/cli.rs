@@ -104,3 +104,15 @@ fn store_and_thread_commands_check_like_the_api_and_page_like_it() {
     assert!(sh.fails(&["thread", "list", "--status", "paused"]).contains("status:"));
     assert!(sh.fails(&["thread", "list", "--limit", "0"]).contains("limit:"));
 }
+
+/// `thread create` refuses a name that shows the shopper's address, as the API does.
+#[test]
+fn thread_create_refuses_a_name_that_shows_the_address() {
+    let sh = Shell::new();
+    sh.json(&["store", "add", "--id", "acme", "--name", "Acme", "--contact", "support@acme.example"]);
+    let create = ["thread", "create", "--store", "acme", "--order", "o-1", "--email", "jane@shopper.example"];
+    let err = sh.fails(&[&create[..], &["--name", "Jane ＪＡＮＥ＠shopper.example"]].concat());
+    assert!(err.contains("shopper.name:"), "{err}");
+    let t = sh.json(&[&create[..], &["--name", "Jane"]].concat());
+    assert!(t["id"].is_string(), "{t}");
+}

@@ -101,6 +101,61 @@ async fn ed25519_signed_output_verifies() {
     signed_delivery_verifies(Algorithm::Ed25519).await;
 }
 
+/// A next hop that holds to the 998-octet line limit (RFC 5322 2.1.1) takes a message
+/// whose text and Subject had longer lines: the relay re-encoded the text part as
+/// quoted-printable in its charset and wrote the Subject as encoded words, before signing,
+/// so the signature verifies and the reader sees the same text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_are_reencoded_before_signing_and_still_verify() {
+    let dns = DnsServer::start().await;
+    let (url, _dir) = sqlite_url();
+    let strict = support::sink::Options { max_line: Some(998), ..Default::default() };
+    let sink = Sink::start_with("127.0.0.1:0", strict).await;
+    let config = test_config(&url, sink.addr);
+    let signer =
+        Signer::load(std::path::Path::new(&config.dkim.private_key_path), DOMAIN, &config.dkim.selector)
+            .unwrap();
+    let name = format!("{}._domainkey.{DOMAIN}", config.dkim.selector);
+    dns.txt(&name, &signer.dns_record());
+    let relay = TestRelay::start(config).await;
+    relay.acme().await;
+    let alias = relay.thread("order-long").await["shopper_alias"].as_str().unwrap().to_owned();
+
+    let subject = "x".repeat(1100);
+    let long_text = "Grüße aus Köln, ".repeat(100);
+    let text = format!("first line\r\n{long_text}\r\nlast line\r\n");
+    let raw = format!(
+        "From: orders@acme.example\r\nTo: {alias}\r\nSubject: {subject}\r\n\
+         Message-ID: <long@acme.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{text}"
+    );
+    assert!(raw.lines().any(|l| l.len() > 998));
+    let mut c = Client::ready(relay.smtp()).await;
+    let r = c.send("orders@acme.example", &[&alias], raw.as_bytes()).await;
+    assert_eq!(r.code, 250, "{}", r.text);
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(sink.violations(), Vec::<String>::new(), "no line over 998 octets reached the next hop");
+    let data = &got[0].data;
+    let longest = data.split(|b| *b == b'\n').map(<[u8]>::len).max().unwrap();
+    assert!(longest <= 1000, "{longest}");
+
+    let parsed = mail_parser::MessageParser::default().parse(data).unwrap();
+    assert_eq!(parsed.subject(), Some(subject.as_str()));
+    assert_eq!(parsed.body_text(0).as_deref(), Some(text.as_str()));
+    use mail_parser::MimeHeaders;
+    let charset = parsed.parts[0].content_type().and_then(|ct| ct.attribute("charset"));
+    assert_eq!(charset, Some("utf-8"), "the charset is kept");
+    let head = String::from_utf8_lossy(maskrelay::delivery::downgrade::header_block(data)).to_lowercase();
+    assert!(head.contains("content-transfer-encoding: quoted-printable"), "{head}");
+
+    let resolver = maskrelay::dns::resolver(&[dns.nameserver()]).unwrap();
+    let parsed_for_dkim = AuthenticatedMessage::parse(data).unwrap();
+    let results = MessageAuthenticator(resolver).verify_dkim(&parsed_for_dkim).await;
+    assert!(!results.is_empty() && results.iter().all(|r| *r.result() == DkimResult::Pass), "{results:?}");
+    dkimpy_verifies(&name, &signer.dns_record(), data, true);
+    relay.stop().await;
+}
+
 /// Without a key, `serve` generates RSA-2048 (what every receiver verifies); with
 /// `dkim.ed25519_key_path` it adds an Ed25519 signature (RFC 8463), and both verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

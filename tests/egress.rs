@@ -328,7 +328,7 @@ async fn a_4xx_reply_is_retried_and_a_5xx_reply_bounces_with_its_code() {
     send(&relay, "no such user", "x").await;
     let events = relay.wait_for_events("delivery_failed", 1).await;
     let reply = events[0]["detail"]["reply"].as_str().unwrap();
-    assert_eq!(reply, "RCPT TO: 550 5.1.1 <<recipient>>: no such user here");
+    assert_eq!(reply, "RCPT TO: 550 5.1.1 <<shopper>>: no such user here");
     // The notice to the store names the code and not the shopper.
     let got = sink.wait_for(2, WAIT).await;
     let notice = &got[1];

@@ -119,6 +119,15 @@ impl NewThreadRequest {
         if name.is_some_and(|n| n.len() > 200) {
             return Err(ApiError::invalid("shopper.name: at most 200 characters"));
         }
+        // The name goes into the From the store reads: one that shows the address would
+        // have every later message refused (554 5.6.0), so it is refused here instead.
+        // Checked as stored, without control characters (which could split the address).
+        let stored = |n: &str| -> String { n.chars().filter(|c| !c.is_control()).collect() };
+        if name.is_some_and(|n| crate::privacy::name_shows_address(&stored(n), &shopper)) {
+            return Err(ApiError::invalid(
+                "shopper.name: must not contain the shopper's email address (the store would read it)",
+            ));
+        }
         let ttl_days = self.ttl_days.unwrap_or(config.threads.ttl_days);
         if ttl_days == 0 || ttl_days > MAX_TTL_DAYS {
             return Err(ApiError::invalid(format!("ttl_days: 1 to {MAX_TTL_DAYS}")));
@@ -135,7 +144,7 @@ impl NewThreadRequest {
             order: order.to_owned(),
             shopper,
             // Control characters would end up in a From header otherwise.
-            shopper_name: name.map(|n| n.chars().filter(|c| !c.is_control()).collect()),
+            shopper_name: name.map(stored),
             ttl_days,
             locale,
         })

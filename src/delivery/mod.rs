@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::config::Egress;
+use crate::privacy::{Identity, redact, redact_reply};
 use crate::queue::{self, Leased};
 use crate::store::events::{self, EventKind, NewEvent};
 use crate::store::{Db, now};
@@ -323,12 +324,14 @@ impl Workers {
             }
             Err(DeliveryError::Busy { reason, retry_after }) => {
                 // Not an attempt at the next hop: back into the queue for a moment.
+                let reason = redact_reply(&reason, &self.identity(&msg).await);
                 debug!(queue_id = %msg.id, reason = %reason, "destination busy");
                 queue::retry_later(&self.db, &msg.id, now() + retry_after.as_secs().max(1) as i64, &reason)
                     .await
             }
             Err(e) if !e.is_permanent() => {
-                let e = e.to_string();
+                // The next hop's words can quote the shopper: cut before anything keeps them.
+                let e = redact(&e.to_string(), &self.identity(&msg).await);
                 let max_age = (self.config.max_queue_days * 86_400.0) as i64;
                 if now() - msg.created_at >= max_age {
                     self.give_up(&msg, &format!("expired in queue: {e}"), None).await
@@ -346,14 +349,15 @@ impl Workers {
                         &self.db,
                         &msg.id,
                         now() + delay.as_secs() as i64,
-                        &redact_reply(&e, &msg.rcpt_to),
+                        &e.chars().take(crate::privacy::redact::MAX_REPLY_CHARS).collect::<String>(),
                     )
                     .await
                 }
             }
             Err(e) => {
                 let status = e.status().to_string();
-                self.give_up(&msg, &e.to_string(), Some(&status)).await
+                let reason = redact(&e.to_string(), &self.identity(&msg).await);
+                self.give_up(&msg, &reason, Some(&status)).await
             }
         };
         if let Err(e) = outcome {
@@ -364,6 +368,22 @@ impl Workers {
         }
     }
 
+    /// Whom the text about this delivery must not name: the thread's shopper (address,
+    /// local part, name, domain) and the envelope recipient. A thread that cannot be read
+    /// leaves only the recipient to cut: the reply is then kept as its status code alone.
+    async fn identity(&self, msg: &Leased) -> Identity {
+        match crate::store::threads::get(&self.db, &msg.thread_id).await {
+            Ok(t) => {
+                Identity::shopper(t.shopper.as_ref(), t.shopper_name.as_deref()).with_address(&msg.rcpt_to)
+            }
+            Err(e) => {
+                warn!(queue_id = %msg.id, error = %e, "thread unreadable; the remote reply is not kept");
+                Identity::withholding()
+            }
+        }
+    }
+
+    /// `reason` comes redacted (`identity`).
     async fn give_up(
         &self,
         msg: &Leased,
@@ -389,11 +409,11 @@ impl Workers {
                 store_id: thread.as_ref().map(|t| t.store_id.as_str()),
                 thread_id: Some(&msg.thread_id),
                 alias: None,
-                // The remote reply can quote the recipient address: keep only its code.
+                // The remote reply, with the shopper and the recipient cut out.
                 detail: serde_json::json!({
                     "queue_id": msg.id,
                     "attempts": msg.attempts + 1,
-                    "reply": redact_reply(reason, &msg.rcpt_to),
+                    "reply": reason.chars().take(crate::privacy::redact::MAX_REPLY_CHARS).collect::<String>(),
                 }),
             },
         )
@@ -404,39 +424,18 @@ impl Workers {
     }
 }
 
-/// A remote reply with the recipient's address cut out, for events, the queue listing and
-/// logs: servers often quote it ("550 5.1.1 <jane@…>: unknown user"). ASCII-only case
-/// folding keeps byte offsets aligned whatever else the reply contains.
-pub fn redact_reply(reply: &str, rcpt: &str) -> String {
-    let needle = rcpt.to_ascii_lowercase();
-    let mut out = String::with_capacity(reply.len());
-    if needle.is_empty() {
-        out.push_str(reply);
-    } else {
-        let folded = reply.to_ascii_lowercase();
-        let mut last = 0;
-        for (i, _) in folded.match_indices(&needle) {
-            out.push_str(&reply[last..i]);
-            out.push_str("<recipient>");
-            last = i + needle.len();
-        }
-        out.push_str(&reply[last..]);
-    }
-    out.chars().take(300).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn replies_lose_the_recipient_in_any_case() {
-        let r = redact_reply(
-            "550 5.1.1 <Jane.Doe@Shopper.EXAMPLE>: Recipient ünknown",
-            "jane.doe@shopper.example",
+    fn the_status_code_comes_from_the_parser_not_the_redacted_text() {
+        let id = Identity::shopper(
+            Some(&crate::address::Mailbox::parse("jane.doe@shopper.example").unwrap()),
+            None,
         );
-        assert_eq!(r, "550 5.1.1 <<recipient>>: Recipient ünknown");
-        // The status code itself comes typed from the parser, not from this text.
+        let r = redact_reply("550 5.1.1 <Jane.Doe@Shopper.EXAMPLE>: Recipient ünknown", &id);
+        assert_eq!(r, "550 5.1.1 <<shopper>>: Recipient ünknown");
         let reply = Reply::from_parts(550, [5, 1, 1], r);
         assert_eq!(reply.status, Some(Status::new(5, 1, 1)));
     }

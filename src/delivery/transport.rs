@@ -150,6 +150,9 @@ async fn close_idle(pools: Weak<Pools<Destination, Connection>>) {
 /// - an internationalized envelope needs SMTPUTF8 (RFC 6531 3.4), or the mail cannot go;
 /// - without SMTPUTF8, 8-bit header fields are written in ASCII (`downgrade::headers`);
 /// - without 8BITMIME, 8-bit parts are re-encoded (`downgrade::body`, RFC 6152 3);
+/// - for every next hop, lines over 998 octets are folded or re-encoded
+///   (`downgrade::long_lines`, RFC 5322 2.1.1): a strict next hop would refuse them after
+///   the relay had already said 250;
 /// - a message bigger than the next hop's SIZE is refused here (RFC 1870), for good.
 pub fn fit(
     message: &[u8],
@@ -174,6 +177,9 @@ pub fn fit(
         && let Some(seven_bit) = downgrade::body(&fitted)
     {
         fitted = Cow::Owned(seven_bit);
+    }
+    if let Some(short) = downgrade::long_lines(&fitted) {
+        fitted = Cow::Owned(short);
     }
     let bytes = signer
         .sign(&fitted)

@@ -5,6 +5,7 @@
 pub mod body;
 pub mod headers;
 pub mod ids;
+pub mod plan;
 pub mod text;
 
 use mail_parser::{Message, MessageParser, PartType};

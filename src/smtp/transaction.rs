@@ -13,7 +13,8 @@ use crate::address::{Mailbox, Side, StoreId};
 use crate::auth::dmarc::Origin;
 use crate::auth::{Decision, DmarcOutcome, Refusal};
 use crate::queue::{self, IdMapping, Outgoing};
-use crate::rewrite::{self, IdMap, NamedAddress, Plan};
+use crate::rewrite::plan::{Sender, Settings, plan_for};
+use crate::rewrite::{self, IdMap, Plan};
 use crate::store::events::{self, EventKind, NewEvent};
 use crate::store::message_ids;
 use crate::store::stores::Store;
@@ -215,6 +216,12 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
     });
     let referenced: Vec<&str> = facts.referenced.iter().map(String::as_str).collect();
     let mut copies = Vec::with_capacity(tx.recipients.len());
+    let public_url = ctx.config.public_url();
+    let settings = Settings {
+        relay_domain: &ctx.config.relay.domain,
+        marketplace: &ctx.config.relay.marketplace,
+        public_url: &public_url,
+    };
     for rcpt in &tx.recipients {
         let known = match message_ids::lookup(&ctx.db, &rcpt.thread.id, &ctx.config.relay.domain, &referenced)
             .await
@@ -227,7 +234,11 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
         };
         let ids = std::iter::once(own_id.as_str()).chain(referenced.iter().copied());
         let idmap = IdMap::plan(&rcpt.thread.id, &ctx.config.relay.domain, &known, ids);
-        let Some((mut plan, rcpt_to)) = plan_for(ctx, tx, rcpt, header_from.as_ref(), &idmap, &own_id) else {
+        let message_id = idmap.get(&own_id).unwrap_or(own_id.as_str()).to_owned();
+        let sender = Sender { header_from: header_from.as_ref(), envelope: tx.sender.as_ref() };
+        let Some((mut plan, rcpt_to)) =
+            plan_for(&rcpt.thread, &rcpt.store, rcpt.side, &settings, &sender, message_id)
+        else {
             return reply::NO_SUCH_ALIAS;
         };
         plan.extra_headers.push(("Authentication-Results", auth_results.clone()));
@@ -331,73 +342,6 @@ async fn off_runtime<T: Send + 'static>(
             None
         }
     }
-}
-
-/// What the reader of this copy sees, and where it goes.
-fn plan_for(
-    ctx: &Context,
-    tx: &Transaction,
-    rcpt: &Recipient,
-    header_from: Option<&Mailbox>,
-    ids: &IdMap,
-    own_id: &str,
-) -> Option<(Plan, Mailbox)> {
-    let domain = &ctx.config.relay.domain;
-    let thread = &rcpt.thread;
-    let shopper = thread.shopper.clone()?;
-    let shopper_alias = format!("{}@{domain}", thread.shopper_alias);
-    let store_alias = format!("{}@{domain}", thread.store_alias);
-    // The sender's own addresses never reach the reader, whichever side wrote.
-    let mut hidden: Vec<String> =
-        header_from.into_iter().chain(tx.sender.as_ref()).map(Mailbox::normalized).collect();
-    let message_id = ids.get(own_id).unwrap_or(own_id).to_owned();
-    let plan = match rcpt.side {
-        Side::Shopper => {
-            let contact = rcpt.store.contact_mailbox().ok();
-            hidden.extend(contact.iter().map(Mailbox::normalized));
-            hidden.extend(rcpt.store.senders.iter().filter(|s| !s.starts_with('@')).cloned());
-            let revoke = format!("{}/r/{}", ctx.config.public_url(), thread.revoke_token);
-            Plan {
-                from: NamedAddress { name: Some(rcpt.store.name.clone()), address: store_alias.clone() },
-                reply_to: store_alias,
-                to: NamedAddress { name: thread.shopper_name.clone(), address: shopper.expose() },
-                hidden_in_headers: hidden,
-                replace_in_body: Vec::new(),
-                message_id,
-                // RFC 8058 one-click: the shopper's mail client can revoke the alias.
-                extra_headers: vec![
-                    ("List-Unsubscribe", format!("<{revoke}>")),
-                    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".to_owned()),
-                ],
-            }
-        }
-        Side::Store => {
-            hidden.push(shopper.normalized());
-            let name = crate::locale::via(
-                thread.locale,
-                thread.shopper_name.as_deref(),
-                &ctx.config.relay.marketplace,
-            );
-            let mut replace = vec![(shopper.normalized(), shopper_alias.clone())];
-            if let Some(f) = header_from.filter(|f| f.normalized() != shopper.normalized()) {
-                replace.push((f.normalized(), shopper_alias.clone()));
-            }
-            Plan {
-                from: NamedAddress { name: Some(name), address: shopper_alias.clone() },
-                reply_to: shopper_alias,
-                to: NamedAddress { name: Some(rcpt.store.name.clone()), address: rcpt.store.contact.clone() },
-                hidden_in_headers: hidden,
-                replace_in_body: replace,
-                message_id,
-                extra_headers: Vec::new(),
-            }
-        }
-    };
-    let rcpt_to = match rcpt.side {
-        Side::Shopper => shopper,
-        Side::Store => rcpt.store.contact_mailbox().ok()?,
-    };
-    Some((plan, rcpt_to))
 }
 
 /// RFC 8601 Authentication-Results for what was verified on the way in. It names no

@@ -2,7 +2,8 @@
 //! what it received, so tests can assert on the delivered bytes. By default it offers
 //! PIPELINING, 8BITMIME and SMTPUTF8 and takes everything; `Options` make it a next hop
 //! without PIPELINING or 8BITMIME, with SIZE, STARTTLS or TLS from the first byte, AUTH,
-//! slow replies, and scripted 4xx/5xx replies at MAIL, RCPT and the end of DATA. It is
+//! slow replies, scripted 4xx/5xx replies at MAIL, RCPT and the end of DATA, and a limit
+//! on line length. It is
 //! strict where a real server may not be: what breaks the rules of what it offered is
 //! refused and recorded (`violations`), so a client that ignores them fails the test.
 
@@ -77,6 +78,9 @@ pub struct Options {
     /// round trip: a client that waits for every reply pays it per command, one that
     /// pipelines once per batch (for benchmarks).
     pub latency: Duration,
+    /// Refuses (554 5.6.0, recorded as a violation) a message with a line longer than
+    /// this many octets, CRLF not counted: a strict next hop holding to RFC 5322 2.1.1.
+    pub max_line: Option<usize>,
 }
 
 impl Default for Options {
@@ -94,6 +98,7 @@ impl Default for Options {
             data_reply_delay: Duration::ZERO,
             slow_greetings: (0, Duration::ZERO),
             latency: Duration::ZERO,
+            max_line: None,
         }
     }
 }
@@ -491,6 +496,15 @@ async fn session(
                     && data.len() > max
                 {
                     refusal = Some("552 5.3.4 message too big");
+                }
+                if let Some(max) = options.max_line
+                    && let Some(len) = data
+                        .split(|b| *b == b'\n')
+                        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len())
+                        .find(|len| *len > max)
+                {
+                    violation(format!("a line of {len} octets"));
+                    refusal = Some("554 5.6.0 message has a line longer than the limit (RFC 5322 2.1.1)");
                 }
                 if !options.data_reply_delay.is_zero() {
                     tokio::time::sleep(options.data_reply_delay).await;
