@@ -1002,6 +1002,15 @@ mod tests {
         assert!(e.to_string().contains("smtp.max_connections_per_ip"), "{e}");
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MODE", "smarthost")])).unwrap_err();
         assert!(e.to_string().contains("egress.smarthost"), "{e}");
+        let e = Config::from_toml_and_env("[smtp]\ndata_memory_bytes = 1000000\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("smtp.data_memory_bytes"), "{e}");
+        assert!(e.to_string().contains("smtp.max_message_bytes"), "{e}");
+        let c = Config::from_toml_and_env(
+            "[smtp]\nmax_message_bytes = 1000000\ndata_memory_bytes = 1000000\n",
+            env(&[]),
+        )
+        .expect("a budget of exactly one maximum-size message");
+        assert_eq!(c.smtp.data_memory_bytes, 1_000_000);
     }
 }
 

@@ -136,16 +136,21 @@ impl DataReader {
             self.message.reserve(more);
             return true;
         };
-        const MIN_STEP: usize = 64 * 1024;
+        const STEP: usize = 64 * 1024;
+        const SMALL_STEP: usize = 4 * 1024;
         let capacity = self.message.capacity();
-        let target = capacity.saturating_add((capacity / 2).max(MIN_STEP)).min(self.max).max(needed);
-        // What the buffer will really hold: Vec may round up, and the reservation must
-        // cover it.
-        if !room.try_grow_to(target) {
-            return false;
+        // Half again (at least 64 KiB); when the budget has not that much, a little more,
+        // then just what is needed, so a small message still fits in what is left.
+        let steps = [(capacity / 2).max(STEP), SMALL_STEP, 0];
+        for step in steps {
+            let target = capacity.saturating_add(step).min(self.max).max(needed);
+            if room.try_grow_to(target) {
+                self.message.reserve_exact(target - self.message.len());
+                // What the buffer really holds, should the allocator have given more.
+                return room.try_grow_to(self.message.capacity());
+            }
         }
-        self.message.reserve_exact(target - self.message.len());
-        room.try_grow_to(self.message.capacity())
+        false
     }
 
     /// Scans `input`, which follows what was fed before.
@@ -405,6 +410,49 @@ mod tests {
         let mut r = DataReader::new(3);
         assert_eq!(r.feed(b"a\r\n.\r\n"), Progress::End { consumed: 6 });
         assert_eq!(r.finish(), Ok(b"a\r\n".to_vec()), "exactly at the limit");
+    }
+
+    #[test]
+    fn a_budgeted_buffer_is_sized_up_front_grows_within_the_budget_and_is_dropped_without_room() {
+        use crate::smtp::backend::DataBudget;
+        let budget = DataBudget::new(100_000);
+        let mut r = DataReader::budgeted(1_000_000, budget.try_reserve(1_000).expect("room"));
+        assert_eq!(r.kept(), (0, 1_000), "the declared SIZE is allocated at once");
+        let line = [b'a'; 98];
+        for _ in 0..10 {
+            assert_eq!(r.feed(&line), Progress::More);
+            assert_eq!(r.feed(b"\r\n"), Progress::More);
+        }
+        assert_eq!(r.kept(), (1_000, 1_000), "no growth while the message fits its SIZE");
+        assert_eq!(r.feed(b"more\r\n"), Progress::More);
+        let (kept, capacity) = r.kept();
+        assert_eq!(kept, 1_006);
+        assert!(capacity > kept, "grown by a step, not byte by byte: {capacity}");
+        assert_eq!(budget.in_use(), capacity, "the reservation covers the buffer");
+        // Someone else takes the rest: the next growth finds no room.
+        let rest = budget.try_reserve(budget.total() - budget.in_use()).expect("the rest");
+        let big = vec![b'b'; 200_000];
+        assert_eq!(r.feed(&big), Progress::More);
+        assert_eq!(r.kept(), (0, 0), "dropped");
+        assert_eq!(budget.in_use(), rest.bytes(), "and its room given back at once");
+        assert_eq!(r.feed(b"\r\n.\r\nQUIT"), Progress::End { consumed: 5 }, "read on to the end");
+        assert!(r.take_room().is_none());
+        assert_eq!(r.finish(), Err(DataError::NoRoom));
+        drop(rest);
+        assert_eq!(budget.in_use(), 0);
+
+        // A small message still fits in a little room, and SIZE over the limit is capped.
+        let small = budget.try_reserve(99_990).expect("most of it");
+        let mut r = DataReader::budgeted(5, budget.try_reserve(10).expect("room"));
+        assert_eq!(r.kept().1, 5, "capacity capped at the size limit");
+        assert_eq!(r.feed(b"abc\r\n.\r\n"), Progress::End { consumed: 8 });
+        let room = r.take_room().expect("held until the reply");
+        assert_eq!(r.finish(), Ok(b"abc\r\n".to_vec()));
+        drop((room, small));
+        let mut r = DataReader::budgeted(1_000, budget.try_reserve(0).expect("empty"));
+        let _fill = budget.try_reserve(99_980).expect("most of it");
+        assert_eq!(r.feed(b"0123456789\r\n.\r\n"), Progress::End { consumed: 15 });
+        assert_eq!(r.finish(), Ok(b"0123456789\r\n".to_vec()), "grown just enough, not by a whole step");
     }
 
     /// Property: for random streams over the bytes that matter (CR, LF, dot, NUL, text),

@@ -664,7 +664,7 @@ impl<B: Backend> Session<B> {
         }
         let stage = crate::metrics::Stage::Data;
         // Held until the reply: the message is in memory until the backend is done with it.
-        let _room = reader.take_room();
+        let room = reader.take_room();
         match reader.finish() {
             Ok(message) if hygiene::received_count(&message) > hygiene::MAX_RECEIVED => {
                 debug!(peer = %self.peer, "mail loop: too many Received lines");
@@ -674,10 +674,11 @@ impl<B: Backend> Session<B> {
                 let large = message.len() >= heap::TRIM_AFTER_BYTES;
                 let accepted = self.backend.accept(&tx, message, self.peer.ip(), &self.helo);
                 let reply = crate::metrics::smtp_data(accepted).await;
+                drop(room);
                 if large {
-                    // Every copy of it is freed now: give the memory back to the system.
-                    drop(_room);
-                    let _ = tokio::task::spawn_blocking(heap::trim).await;
+                    // Every copy of it is freed now: give the memory back to the system
+                    // (off the runtime, and without holding up the reply).
+                    drop(tokio::task::spawn_blocking(heap::trim));
                 }
                 Ok(reply)
             }
