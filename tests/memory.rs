@@ -37,7 +37,7 @@ fn mail(alias: &str, subject: &str, size: usize) -> Vec<u8> {
 }
 
 fn assert_reply(r: &Reply, code: u16, enhanced: &str, what: &str) {
-    let prefix = format!("{code} {enhanced} ");
+    let prefix = if enhanced.is_empty() { format!("{code}") } else { format!("{code} {enhanced} ") };
     assert!(r.code == code && r.text.starts_with(&prefix), "{what}: expected {prefix:?}…, got {:?}", r.text);
 }
 
