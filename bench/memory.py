@@ -43,17 +43,21 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--messages", type=int, default=10)
     ap.add_argument("--size", type=int, default=25 * 1024 * 1024 - 64 * 1024)
+    ap.add_argument("--smtp", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra [smtp] setting, e.g. data_memory_bytes=1073741824")
     ap.add_argument("--retries", type=int, default=100, help="times a 452 is sent again")
     ap.add_argument("--retry-secs", type=float, default=0.5)
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="maskrelay-mem-")
     smtp, api = free_port(), free_port()
     token = "bench-token-0123456789abcdef"
+    extra = "\n".join(args.smtp)
     cfg = f"""
 [relay]
 domain = "relay.test"
 [smtp]
 listen = "127.0.0.1:{smtp}"
+{extra}
 [auth]
 mode = "envelope"
 [egress]
