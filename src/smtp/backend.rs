@@ -142,7 +142,9 @@ impl MemoryBudget {
 /// declared SIZE) or as the data arrives, until the reply to DATA is written. Nothing ever
 /// waits for room: a reservation that cannot be made or grown is refused at once (the
 /// session answers `452 4.3.1` and the client retries later), so no session can sit on
-/// part of the budget while waiting for the rest of it.
+/// part of the budget while waiting for the rest of it. A message keeps its reservation
+/// while it waits for the rewrite budget (it is in memory all that time); that makes no
+/// cycle, since nothing that holds rewrite room ever asks for data room.
 #[derive(Debug, Clone)]
 pub struct DataBudget {
     inner: Arc<BudgetInner>,

@@ -165,6 +165,7 @@ impl<B: Backend> Session<B> {
                 self.io = Box::new(tls);
                 self.secure = true;
                 self.phase = Phase::Fresh;
+                self.room = None;
                 self.helo.clear();
                 self.receiver = RequestReceiver::default();
                 self.input.clear();
