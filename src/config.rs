@@ -74,6 +74,11 @@ pub struct Smtp {
     /// Bytes of messages parsed, rewritten and enqueued at once (a message counts its size
     /// once per recipient plus once); more waits for room.
     pub rewrite_memory_bytes: usize,
+    /// Bytes of messages being received at once, over all sessions (a declared SIZE is
+    /// reserved at MAIL). A transaction that finds no room gets `452 4.3.1`, at MAIL or
+    /// after its data, and the client sends it again later. At least
+    /// `smtp.max_message_bytes`.
+    pub data_memory_bytes: usize,
     pub max_recipients: usize,
     /// Commands per connection before it is closed (a client looping is cut off).
     pub max_commands: usize,
@@ -101,6 +106,8 @@ impl Default for Smtp {
             hostname: None,
             max_message_bytes: 25 * 1024 * 1024,
             rewrite_memory_bytes: 64 * 1024 * 1024,
+            // Five maximum-size messages: ten at once do not all sit in memory.
+            data_memory_bytes: 128 * 1024 * 1024,
             max_recipients: 50,
             max_commands: 1000,
             max_errors: 10,
@@ -468,6 +475,7 @@ impl Config {
             ("smtp.max_connections", self.smtp.max_connections),
             ("smtp.max_connections_per_ip", self.smtp.max_connections_per_ip),
             ("smtp.rewrite_memory_bytes", self.smtp.rewrite_memory_bytes),
+            ("smtp.data_memory_bytes", self.smtp.data_memory_bytes),
             ("egress.workers", self.egress.workers),
             ("egress.max_pools", self.egress.max_pools),
             ("egress.max_per_destination", self.egress.max_per_destination.unwrap_or(1)),
@@ -479,6 +487,15 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if self.smtp.data_memory_bytes < self.smtp.max_message_bytes {
+            return Err(invalid(
+                "smtp.data_memory_bytes",
+                format!(
+                    "must be at least smtp.max_message_bytes ({}): a message that large could never be received",
+                    self.smtp.max_message_bytes
+                ),
+            ));
         }
         let seconds = [
             ("smtp.idle_timeout_secs", self.smtp.idle_timeout_secs),
@@ -985,6 +1002,15 @@ mod tests {
         assert!(e.to_string().contains("smtp.max_connections_per_ip"), "{e}");
         let e = Config::from_toml_and_env("", env(&[("MASKRELAY_EGRESS_MODE", "smarthost")])).unwrap_err();
         assert!(e.to_string().contains("egress.smarthost"), "{e}");
+        let e = Config::from_toml_and_env("[smtp]\ndata_memory_bytes = 1000000\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("smtp.data_memory_bytes"), "{e}");
+        assert!(e.to_string().contains("smtp.max_message_bytes"), "{e}");
+        let c = Config::from_toml_and_env(
+            "[smtp]\nmax_message_bytes = 1000000\ndata_memory_bytes = 1000000\n",
+            env(&[]),
+        )
+        .expect("a budget of exactly one maximum-size message");
+        assert_eq!(c.smtp.data_memory_bytes, 1_000_000);
     }
 }
 
@@ -1034,6 +1060,9 @@ listen = "127.0.0.1:2525"
 max_message_bytes = 26214400
 # Bytes of messages parsed and rewritten at once (size x (recipients + 1)); more waits.
 rewrite_memory_bytes = 67108864
+# Bytes of messages being received at once (a declared SIZE is reserved at MAIL); a
+# transaction that finds no room gets "452 4.3.1" and is sent again later.
+data_memory_bytes = 134217728
 max_recipients = 50
 max_connections = 200
 # One client address (IPv6: one /64) holds at most this many of them.

@@ -75,6 +75,8 @@ pub struct Relay {
     pub db: Db,
     /// Paths of DKIM keys generated at this start (their records must be published).
     pub dkim_generated: Vec<String>,
+    /// `smtp.data_memory_bytes`, as the sessions share it (what is reserved now).
+    pub data_memory: smtp::backend::DataBudget,
     /// The configuration as given (before start filled in defaults), for reloads to compare.
     given: Config,
     certificate: Option<Arc<Certificate>>,
@@ -158,6 +160,7 @@ impl Relay {
     /// tasks. Port 0 in a listen address picks a free port (see `smtp_addr`, `api_addr`).
     pub async fn start(mut config: Config) -> Result<Self, ServeError> {
         crate::metrics::install();
+        crate::smtp::heap::tune();
         let given = config.clone();
         let (vault, created) = Vault::from_config(&config.privacy, true)?;
         if created {
@@ -208,6 +211,7 @@ impl Relay {
             }
             _ => (None, None),
         };
+        let data_memory = smtp::backend::DataBudget::new(config.smtp.data_memory_bytes);
         let ctx = Arc::new(Context {
             config: config.clone(),
             db: db.clone(),
@@ -221,6 +225,7 @@ impl Relay {
             },
             wake: wake.clone(),
             rewrite_memory: smtp::backend::MemoryBudget::new(config.smtp.rewrite_memory_bytes),
+            data_memory: data_memory.clone(),
             tls,
         });
         if let Some(listener) = submission_listener {
@@ -266,6 +271,7 @@ impl Relay {
             token_generated,
             db,
             dkim_generated,
+            data_memory,
             given,
             certificate,
             trigger,

@@ -335,11 +335,8 @@ async fn transcript(input: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<Vec<u8>>) {
     let backend = Arc::new(MemoryBackend::default());
     backend.thread("o1", ThreadStatus::Active);
     let config = support::session::session_config();
-    let setup = Arc::new(Setup {
-        auth: maskrelay::auth::Authorizer { mode: config.auth.mode },
-        config: Arc::new(config),
-        tls: None,
-    });
+    let auth = maskrelay::auth::Authorizer { mode: config.auth.mode };
+    let setup = Arc::new(Setup::new(Arc::new(config), auth, None));
     let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| c > 0 && c < input.len()).collect();
     bounds.sort();
     bounds.dedup();

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Context;
 use super::reply::{self, Reply};
@@ -136,9 +137,93 @@ impl MemoryBudget {
     }
 }
 
+/// Bounds the bytes of messages being received at once (`smtp.data_memory_bytes`): every
+/// session holds a `Reservation` for the buffer its message is read into, from MAIL (the
+/// declared SIZE) or as the data arrives, until the reply to DATA is written. Nothing ever
+/// waits for room: a reservation that cannot be made or grown is refused at once (the
+/// session answers `452 4.3.1` and the client retries later), so no session can sit on
+/// part of the budget while waiting for the rest of it. A message keeps its reservation
+/// while it waits for the rewrite budget (it is in memory all that time); that makes no
+/// cycle, since nothing that holds rewrite room ever asks for data room.
+#[derive(Debug, Clone)]
+pub struct DataBudget {
+    inner: Arc<BudgetInner>,
+}
+
+#[derive(Debug)]
+struct BudgetInner {
+    used: AtomicUsize,
+    total: usize,
+}
+
+impl DataBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self { inner: Arc::new(BudgetInner { used: AtomicUsize::new(0), total: bytes }) }
+    }
+
+    /// The bytes it holds in all.
+    pub fn total(&self) -> usize {
+        self.inner.total
+    }
+
+    /// The bytes reserved now, by every session together.
+    pub fn in_use(&self) -> usize {
+        self.inner.used.load(Ordering::Acquire)
+    }
+
+    /// A reservation of `bytes`, or None at once if there is not that much room.
+    pub fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
+        self.inner.take(bytes).then(|| Reservation { budget: self.inner.clone(), bytes })
+    }
+}
+
+impl BudgetInner {
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&after| after <= self.total)
+            })
+            .is_ok()
+    }
+}
+
+/// Room one session holds in the `DataBudget`; given back when dropped, on every path
+/// (reply sent, RSET, QUIT, a dropped connection, a panic).
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<BudgetInner>,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// The bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Grows the reservation to at least `bytes`; false (and the reservation unchanged) if
+    /// the budget has not the room.
+    pub fn try_grow_to(&mut self, bytes: usize) -> bool {
+        if bytes <= self.bytes {
+            return true;
+        }
+        if !self.budget.take(bytes - self.bytes) {
+            return false;
+        }
+        self.bytes = bytes;
+        true
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::MemoryBudget;
+    use super::{DataBudget, MemoryBudget};
 
     #[tokio::test]
     async fn messages_wait_for_room_and_a_huge_one_goes_alone() {
@@ -157,5 +242,26 @@ mod tests {
         let huge = budget.acquire(1 << 30).await.unwrap();
         assert_eq!(budget.kib.available_permits(), 0);
         drop(huge);
+    }
+
+    #[test]
+    fn reservations_never_exceed_the_budget_and_are_given_back() {
+        let budget = DataBudget::new(100);
+        let mut a = budget.try_reserve(60).expect("room for 60");
+        assert!(budget.try_reserve(41).is_none(), "60 + 41 > 100");
+        let b = budget.try_reserve(40).expect("exactly full");
+        assert_eq!(budget.in_use(), 100);
+        assert!(!a.try_grow_to(61), "no room to grow");
+        assert_eq!(a.bytes(), 60, "a refused growth changes nothing");
+        drop(b);
+        assert!(a.try_grow_to(90));
+        assert!(a.try_grow_to(10), "shrinking is a no-op");
+        assert_eq!((a.bytes(), budget.in_use()), (90, 90));
+        assert!(budget.try_reserve(usize::MAX).is_none(), "no overflow");
+        drop(a);
+        assert_eq!(budget.in_use(), 0);
+        let zero = budget.try_reserve(0).expect("an empty reservation always fits");
+        assert_eq!(budget.in_use(), 0);
+        drop(zero);
     }
 }

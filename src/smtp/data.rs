@@ -14,6 +14,8 @@
 //! dot and has more on it loses that dot, whatever line ending came before it. What comes
 //! out is canonical CRLF text, so no next hop can read a line ending differently from us.
 
+use super::backend::Reservation;
+
 /// Where the scan is, between two bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -49,6 +51,10 @@ pub enum DataError {
     /// looking for the end of data, so `\r\n\x00.\r\n` passed on could end a message there.
     #[error("message contains a NUL byte")]
     Nul,
+    /// The relay had no memory to hold the rest of it (`smtp.data_memory_bytes`): read to
+    /// the end and dropped, for the client to send again later.
+    #[error("no room to hold the message")]
+    NoRoom,
 }
 
 /// Reads one message from the DATA stream.
@@ -60,14 +66,91 @@ pub struct DataReader {
     size: usize,
     max: usize,
     nul: bool,
+    /// The message is being dropped for want of memory (see `discard`).
+    discarded: bool,
+    /// What the buffer may hold, when it is budgeted.
+    room: Option<Reservation>,
 }
 
 impl DataReader {
-    /// A reader for a message of at most `max` bytes (after unstuffing and normalizing).
-    /// Nothing is allocated for the SIZE a client declares: a client that declares 25 MB
-    /// and sends nothing must not cost 25 MB.
+    /// A reader for a message of at most `max` bytes (after unstuffing and normalizing),
+    /// its buffer not bounded by any budget (tests, fuzzing).
     pub fn new(max: usize) -> Self {
-        Self { state: State::LineStart { crlf: true }, message: Vec::new(), size: 0, max, nul: false }
+        Self::build(max, None)
+    }
+
+    /// A reader whose buffer is held within `room`, a reservation in the relay's data
+    /// budget. The buffer starts with the capacity already reserved (the SIZE the client
+    /// declared at MAIL), so it is not grown and copied by doubling as the message
+    /// arrives; untouched capacity costs address space, not memory, so a client that
+    /// declares 25 MB and sends nothing does not cost 25 MB. Past that capacity the
+    /// reservation is grown first, by half again; when the budget has no room the message
+    /// is dropped (`discard`) and `finish` says `NoRoom`.
+    pub fn budgeted(max: usize, room: Reservation) -> Self {
+        Self::build(max, Some(room))
+    }
+
+    fn build(max: usize, room: Option<Reservation>) -> Self {
+        let capacity = room.as_ref().map_or(0, |r| r.bytes().min(max));
+        Self {
+            state: State::LineStart { crlf: true },
+            message: Vec::with_capacity(capacity),
+            size: 0,
+            max,
+            nul: false,
+            discarded: false,
+            room,
+        }
+    }
+
+    /// Bytes of the message kept so far, and the capacity of its buffer.
+    pub fn kept(&self) -> (usize, usize) {
+        (self.message.len(), self.message.capacity())
+    }
+
+    /// The reservation, to hold until the message it paid for is done with.
+    pub fn take_room(&mut self) -> Option<Reservation> {
+        self.room.take()
+    }
+
+    /// Drops what was kept and keeps nothing more; the stream is still read to its end so
+    /// the session stays in step, and `finish` says `NoRoom`.
+    fn discard(&mut self) {
+        self.discarded = true;
+        self.drop_message();
+    }
+
+    /// Nothing more is kept: the buffer and its reservation are given back at once.
+    fn drop_message(&mut self) {
+        self.message = Vec::new();
+        self.room = None;
+    }
+
+    /// Room in the buffer for `more` bytes, within the reservation; false if there is none.
+    fn make_room(&mut self, more: usize) -> bool {
+        let needed = self.message.len() + more;
+        if needed <= self.message.capacity() {
+            return true;
+        }
+        let Some(room) = &mut self.room else {
+            self.message.reserve(more);
+            return true;
+        };
+        const STEP: usize = 64 * 1024;
+        const SMALL_STEP: usize = 4 * 1024;
+        let capacity = self.message.capacity();
+        // Half again (at least 64 KiB); when the budget has not that much, a little more,
+        // then just what is needed, so a small message still fits in what is left.
+        let steps = [(capacity / 2).max(STEP), SMALL_STEP, 0];
+        for step in steps {
+            let target = capacity.saturating_add(step).min(self.max).max(needed);
+            if room.try_grow_to(target) {
+                self.message.reserve_exact(target - self.message.len());
+                // What the buffer really holds, should the allocator have given more.
+                return room.try_grow_to(self.message.capacity());
+            }
+        }
+        false
     }
 
     /// Scans `input`, which follows what was fed before.
@@ -147,11 +230,15 @@ impl DataReader {
     fn emit(&mut self, bytes: &[u8]) {
         self.size = self.size.saturating_add(bytes.len());
         self.nul |= bytes.contains(&0);
-        if self.size <= self.max {
+        if self.size <= self.max && !self.discarded {
+            if !self.make_room(bytes.len()) {
+                self.discard();
+                return;
+            }
             self.message.extend_from_slice(bytes);
-        } else if !self.message.is_empty() {
+        } else if self.message.capacity() > 0 || self.room.is_some() {
             // Over the limit: read on to the end so the session stays in step, keep nothing.
-            self.message = Vec::new();
+            self.drop_message();
         }
     }
 
@@ -162,6 +249,9 @@ impl DataReader {
         }
         if self.nul {
             return Err(DataError::Nul);
+        }
+        if self.discarded {
+            return Err(DataError::NoRoom);
         }
         Ok(self.message)
     }
@@ -320,6 +410,49 @@ mod tests {
         let mut r = DataReader::new(3);
         assert_eq!(r.feed(b"a\r\n.\r\n"), Progress::End { consumed: 6 });
         assert_eq!(r.finish(), Ok(b"a\r\n".to_vec()), "exactly at the limit");
+    }
+
+    #[test]
+    fn a_budgeted_buffer_is_sized_up_front_grows_within_the_budget_and_is_dropped_without_room() {
+        use crate::smtp::backend::DataBudget;
+        let budget = DataBudget::new(100_000);
+        let mut r = DataReader::budgeted(1_000_000, budget.try_reserve(1_000).expect("room"));
+        assert_eq!(r.kept(), (0, 1_000), "the declared SIZE is allocated at once");
+        let line = [b'a'; 98];
+        for _ in 0..10 {
+            assert_eq!(r.feed(&line), Progress::More);
+            assert_eq!(r.feed(b"\r\n"), Progress::More);
+        }
+        assert_eq!(r.kept(), (1_000, 1_000), "no growth while the message fits its SIZE");
+        assert_eq!(r.feed(b"more\r\n"), Progress::More);
+        let (kept, capacity) = r.kept();
+        assert_eq!(kept, 1_006);
+        assert!(capacity > kept, "grown by a step, not byte by byte: {capacity}");
+        assert_eq!(budget.in_use(), capacity, "the reservation covers the buffer");
+        // Someone else takes the rest: the next growth finds no room.
+        let rest = budget.try_reserve(budget.total() - budget.in_use()).expect("the rest");
+        let big = vec![b'b'; 200_000];
+        assert_eq!(r.feed(&big), Progress::More);
+        assert_eq!(r.kept(), (0, 0), "dropped");
+        assert_eq!(budget.in_use(), rest.bytes(), "and its room given back at once");
+        assert_eq!(r.feed(b"\r\n.\r\nQUIT"), Progress::End { consumed: 5 }, "read on to the end");
+        assert!(r.take_room().is_none());
+        assert_eq!(r.finish(), Err(DataError::NoRoom));
+        drop(rest);
+        assert_eq!(budget.in_use(), 0);
+
+        // A small message still fits in a little room, and SIZE over the limit is capped.
+        let small = budget.try_reserve(99_990).expect("most of it");
+        let mut r = DataReader::budgeted(5, budget.try_reserve(10).expect("room"));
+        assert_eq!(r.kept().1, 5, "capacity capped at the size limit");
+        assert_eq!(r.feed(b"abc\r\n.\r\n"), Progress::End { consumed: 8 });
+        let room = r.take_room().expect("held until the reply");
+        assert_eq!(r.finish(), Ok(b"abc\r\n".to_vec()));
+        drop((room, small));
+        let mut r = DataReader::budgeted(1_000, budget.try_reserve(0).expect("empty"));
+        let _fill = budget.try_reserve(99_980).expect("most of it");
+        assert_eq!(r.feed(b"0123456789\r\n.\r\n"), Progress::End { consumed: 15 });
+        assert_eq!(r.finish(), Ok(b"0123456789\r\n".to_vec()), "grown just enough, not by a whole step");
     }
 
     /// Property: for random streams over the bytes that matter (CR, LF, dot, NUL, text),

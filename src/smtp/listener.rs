@@ -22,7 +22,12 @@ use crate::shutdown::Shutdown;
 pub async fn serve(listener: TcpListener, kind: Listener, ctx: Arc<Context>, mut shutdown: Shutdown) {
     let limit = Arc::new(Semaphore::new(ctx.config.smtp.max_connections));
     let peers = PeerCount::new(ctx.config.smtp.max_connections_per_ip);
-    let setup = Arc::new(Setup { config: ctx.config.clone(), auth: ctx.auth.clone(), tls: ctx.tls.clone() });
+    let setup = Arc::new(Setup {
+        config: ctx.config.clone(),
+        auth: ctx.auth.clone(),
+        tls: ctx.tls.clone(),
+        data_memory: ctx.data_memory.clone(),
+    });
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

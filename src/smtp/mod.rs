@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod clock;
 pub mod data;
+pub mod heap;
 pub mod hygiene;
 pub mod listener;
 pub mod reply;
@@ -34,6 +35,9 @@ pub struct Context {
     pub wake: Arc<Notify>,
     /// `smtp.rewrite_memory_bytes`: room for messages being parsed and rewritten.
     pub rewrite_memory: backend::MemoryBudget,
+    /// `smtp.data_memory_bytes`: room for messages being received, shared by the MX and
+    /// submission listeners.
+    pub data_memory: backend::DataBudget,
 }
 
 /// Which listener a session came in on.

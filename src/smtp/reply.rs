@@ -54,6 +54,10 @@ pub const NO_FROM: Reply = r(550, "5.7.1 Message has no usable From header");
 pub const TOO_BIG: Reply = r(552, "5.3.4 Message exceeds the maximum size this relay accepts");
 pub const STORAGE_UNAVAILABLE: Reply =
     r(451, "4.3.0 Cannot store the message safely right now; please try again later");
+pub const NO_ROOM_FOR_SIZE: Reply =
+    r(452, "4.3.1 Not enough memory free now for a message of the declared SIZE; try again later");
+pub const NO_ROOM_FOR_DATA: Reply =
+    r(452, "4.3.1 Not enough memory free now to hold this message; it was not accepted, try again later");
 pub const AUTH_TEMPFAIL: Reply =
     r(451, "4.7.0 Cannot authenticate the sender right now (DNS); please try again later");
 pub const TOO_MANY_RECIPIENTS: Reply =

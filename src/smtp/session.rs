@@ -15,9 +15,10 @@ use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use super::Listener;
-use super::backend::Backend;
+use super::backend::{Backend, DataBudget, Reservation};
 use super::clock::Clock;
 use super::data::{DataError, DataReader, Progress};
+use super::heap;
 use super::hygiene::{self, Screened};
 use super::reply::{self, Reply};
 use super::transaction::Transaction;
@@ -64,6 +65,17 @@ pub struct Setup {
     pub auth: Authorizer,
     /// Present when a certificate is configured: STARTTLS is offered.
     pub tls: Option<TlsAcceptor>,
+    /// `smtp.data_memory_bytes`: room for messages being received, shared by every session
+    /// of the relay.
+    pub data_memory: DataBudget,
+}
+
+impl Setup {
+    /// A setup with a data budget of its own, sized by the config (`smtp.data_memory_bytes`).
+    pub fn new(config: Arc<Config>, auth: Authorizer, tls: Option<TlsAcceptor>) -> Self {
+        let data_memory = DataBudget::new(config.smtp.data_memory_bytes);
+        Self { config, auth, tls, data_memory }
+    }
 }
 
 /// Serves one connection until QUIT, an error limit, a timeout or shutdown.
@@ -93,6 +105,7 @@ pub async fn run<S, B>(
         errors: 0,
         clock: Clock::new(&setup_smtp),
         discarding: false,
+        room: None,
         commands: 0,
         helo: String::new(),
         shutdown,
@@ -128,6 +141,9 @@ struct Session<B> {
     clock: Clock,
     /// Inside a command line already known to be too long: dropped up to its LF.
     discarding: bool,
+    /// The open transaction's room in the data budget (the SIZE declared at MAIL); given
+    /// back when the transaction ends, however it ends.
+    room: Option<Reservation>,
     commands: usize,
     /// The name the client gave in EHLO/HELO (for SPF).
     helo: String,
@@ -147,6 +163,7 @@ impl<B: Backend> Session<B> {
                 self.io = Box::new(tls);
                 self.secure = true;
                 self.phase = Phase::Fresh;
+                self.room = None;
                 self.helo.clear();
                 self.input.clear();
                 true
@@ -240,6 +257,7 @@ impl<B: Backend> Session<B> {
             }
             if !matches!(self.phase, Phase::Mail(_) | Phase::Rcpt(_)) {
                 self.clock.transaction_closed();
+                self.room = None;
             }
         }
     }
@@ -504,6 +522,15 @@ impl<B: Backend> Session<B> {
                 Err(_) => return self.error(reply::BAD_SENDER),
             }
         };
+        // The declared SIZE is reserved now or refused now: a session never waits for
+        // room, so none can hold part of the budget while waiting for the rest. Without
+        // SIZE the room is taken as the data arrives.
+        let Some(room) = self.setup.data_memory.try_reserve(size) else {
+            debug!(peer = %self.peer, size, "no room in the data budget for the declared SIZE");
+            self.reply(reply::NO_ROOM_FOR_SIZE);
+            return Flow::Continue;
+        };
+        self.room = Some(room);
         self.clock.transaction_opened(Instant::now());
         self.phase = Phase::Mail(Transaction {
             sender,
@@ -610,7 +637,12 @@ impl<B: Backend> Session<B> {
     /// Reads the message after 354 and hands it to the transaction. Only CR LF . CR LF
     /// ends it (see `data`): the smuggling endings of 2023 stay inside this message.
     async fn data(&mut self, tx: Transaction) -> std::io::Result<Reply> {
-        let mut reader = DataReader::new(self.setup.config.smtp.max_message_bytes);
+        let max = self.setup.config.smtp.max_message_bytes;
+        let room = match self.room.take() {
+            Some(room) => room,
+            None => self.setup.data_memory.try_reserve(0).expect("an empty reservation always fits"),
+        };
+        let mut reader = DataReader::budgeted(max, room);
         self.clock.data_started(Instant::now());
         loop {
             match reader.feed(&self.input) {
@@ -627,17 +659,31 @@ impl<B: Backend> Session<B> {
             }
         }
         let stage = crate::metrics::Stage::Data;
+        // Held until the reply: the message is in memory until the backend is done with it.
+        let room = reader.take_room();
         match reader.finish() {
             Ok(message) if hygiene::received_count(&message) > hygiene::MAX_RECEIVED => {
                 debug!(peer = %self.peer, "mail loop: too many Received lines");
                 Ok(crate::metrics::smtp_reply(stage, reply::LOOP))
             }
             Ok(message) => {
+                let large = message.len() >= heap::TRIM_AFTER_BYTES;
                 let accepted = self.backend.accept(&tx, message, self.peer.ip(), &self.helo);
-                Ok(crate::metrics::smtp_data(accepted).await)
+                let reply = crate::metrics::smtp_data(accepted).await;
+                drop(room);
+                if large {
+                    // Every copy of it is freed now: give the memory back to the system
+                    // (off the runtime, and without holding up the reply).
+                    drop(tokio::task::spawn_blocking(heap::trim));
+                }
+                Ok(reply)
             }
             Err(DataError::TooBig) => Ok(crate::metrics::smtp_reply(stage, reply::TOO_BIG)),
             Err(DataError::Nul) => Ok(crate::metrics::smtp_reply(stage, reply::NUL_IN_MESSAGE)),
+            Err(DataError::NoRoom) => {
+                debug!(peer = %self.peer, "no room in the data budget; message dropped");
+                Ok(crate::metrics::smtp_reply(stage, reply::NO_ROOM_FOR_DATA))
+            }
         }
     }
 }

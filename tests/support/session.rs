@@ -159,8 +159,8 @@ impl Conversation {
     ) -> Self {
         let mut config = session_config();
         tweak(&mut config);
-        let setup =
-            Arc::new(Setup { auth: Authorizer { mode: config.auth.mode }, config: Arc::new(config), tls });
+        let auth = Authorizer { mode: config.auth.mode };
+        let setup = Arc::new(Setup::new(Arc::new(config), auth, tls));
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (trigger, shutdown) = shutdown::channel();
         let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
