@@ -184,8 +184,8 @@ async fn secondary_indexes(db: &Db) -> Result<Vec<(String, String)>> {
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'threads' AND sql IS NOT NULL"
         }
         Backend::Postgres => {
-            "SELECT indexname AS name, indexdef AS sql FROM pg_indexes WHERE tablename = 'threads' \
-             AND indexname NOT IN (SELECT conname FROM pg_constraint)"
+            "SELECT indexname::text AS name, indexdef::text AS sql FROM pg_indexes WHERE tablename = 'threads' \
+             AND indexname NOT IN (SELECT conname::text FROM pg_constraint)"
         }
     };
     let rows = sqlx::query(sql).fetch_all(&db.pool).await?;
