@@ -251,7 +251,14 @@ async fn load(
             let rows: Vec<Row> = (0..len as u64)
                 .map(|i| {
                     let k = n + i;
-                    make_row(&vault, &stores_for_maker[(k % stores_for_maker.len() as u64) as usize], &run, k, now, &mut rng)
+                    make_row(
+                        &vault,
+                        &stores_for_maker[(k % stores_for_maker.len() as u64) as usize],
+                        &run,
+                        k,
+                        now,
+                        &mut rng,
+                    )
                 })
                 .collect();
             n += len as u64;
@@ -299,11 +306,7 @@ async fn load(
         written += rows.len() as u64;
         if last_report.elapsed() >= Duration::from_secs(10) || written == count {
             let secs = started.elapsed().as_secs_f64();
-            eprintln!(
-                "  {written}/{count} threads, {:.0} s, {:.0} rows/s",
-                secs,
-                written as f64 / secs
-            );
+            eprintln!("  {written}/{count} threads, {:.0} s, {:.0} rows/s", secs, written as f64 / secs);
             last_report = Instant::now();
         }
     }
@@ -375,7 +378,13 @@ impl Smtp {
     }
 }
 
-async fn rcpt(config: &Config, addr: SocketAddr, samples: PathBuf, count: usize, sessions: usize) -> Result<()> {
+async fn rcpt(
+    config: &Config,
+    addr: SocketAddr,
+    samples: PathBuf,
+    count: usize,
+    sessions: usize,
+) -> Result<()> {
     let aliases: Vec<String> = std::fs::read_to_string(&samples)?.lines().map(str::to_owned).collect();
     if aliases.is_empty() {
         bail!("no aliases in {}", samples.display());
