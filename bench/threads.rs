@@ -77,6 +77,14 @@ enum Cmd {
         #[arg(long)]
         keep_indexes: bool,
     },
+    /// The lookup RCPT runs (`threads::find_by_alias`), in-process, without SMTP: one at a
+    /// time, random sampled aliases.
+    Lookup {
+        #[arg(long)]
+        samples: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+    },
     /// RCPT latency against a running relay.
     Rcpt {
         #[arg(long)]
@@ -101,6 +109,7 @@ async fn main() -> Result<()> {
         Cmd::Load { count, rows, statements, stores, samples, sample_size, keep_indexes } => {
             load(&config, count, rows, statements, stores, samples, sample_size, keep_indexes).await
         }
+        Cmd::Lookup { samples, count } => lookup(&config, samples, count).await,
         Cmd::Rcpt { samples, count, sessions, smtp } => {
             let addr = match smtp {
                 Some(a) => a,
@@ -184,8 +193,8 @@ async fn secondary_indexes(db: &Db) -> Result<Vec<(String, String)>> {
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'threads' AND sql IS NOT NULL"
         }
         Backend::Postgres => {
-            "SELECT indexname AS name, indexdef AS sql FROM pg_indexes WHERE tablename = 'threads' \
-             AND indexname NOT IN (SELECT conname FROM pg_constraint)"
+            "SELECT indexname::text AS name, indexdef::text AS sql FROM pg_indexes WHERE tablename = 'threads' \
+             AND indexname NOT IN (SELECT conname::text FROM pg_constraint)"
         }
     };
     let rows = sqlx::query(sql).fetch_all(&db.pool).await?;
@@ -251,7 +260,14 @@ async fn load(
             let rows: Vec<Row> = (0..len as u64)
                 .map(|i| {
                     let k = n + i;
-                    make_row(&vault, &stores_for_maker[(k % stores_for_maker.len() as u64) as usize], &run, k, now, &mut rng)
+                    make_row(
+                        &vault,
+                        &stores_for_maker[(k % stores_for_maker.len() as u64) as usize],
+                        &run,
+                        k,
+                        now,
+                        &mut rng,
+                    )
                 })
                 .collect();
             n += len as u64;
@@ -299,11 +315,7 @@ async fn load(
         written += rows.len() as u64;
         if last_report.elapsed() >= Duration::from_secs(10) || written == count {
             let secs = started.elapsed().as_secs_f64();
-            eprintln!(
-                "  {written}/{count} threads, {:.0} s, {:.0} rows/s",
-                secs,
-                written as f64 / secs
-            );
+            eprintln!("  {written}/{count} threads, {:.0} s, {:.0} rows/s", secs, written as f64 / secs);
             last_report = Instant::now();
         }
     }
@@ -331,7 +343,54 @@ async fn load(
 }
 
 // ---------------------------------------------------------------------------------------
-// rcpt
+// lookup and rcpt
+
+fn read_samples(samples: &std::path::Path) -> Result<Vec<String>> {
+    let aliases: Vec<String> = std::fs::read_to_string(samples)?.lines().map(str::to_owned).collect();
+    if aliases.is_empty() {
+        bail!("no aliases in {}", samples.display());
+    }
+    Ok(aliases)
+}
+
+fn report(what: &str, lat: &mut [Duration], secs: f64) {
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{what}: {} in {secs:.1} s ({:.0}/s): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        lat.len(),
+        lat.len() as f64 / secs,
+        ms(pct(0.50)),
+        ms(pct(0.90)),
+        ms(pct(0.99)),
+        ms(pct(0.999)),
+        ms(*lat.last().expect("measured"))
+    );
+}
+
+async fn lookup(config: &Config, samples: PathBuf, count: usize) -> Result<()> {
+    let aliases = read_samples(&samples)?;
+    let (vault, _) = Vault::from_config(&config.privacy, false).context("privacy keys")?;
+    let db = Db::connect(&config.database.url, config.database.max_connections, vault).await?;
+    let started = Instant::now();
+    let mut lat = Vec::with_capacity(count);
+    for _ in 0..count {
+        let alias = aliases.choose(&mut rand::rng()).expect("not empty").clone();
+        let t = Instant::now();
+        let found = maskrelay::store::threads::find_by_alias(&db, &alias).await?;
+        lat.push(t.elapsed());
+        if found.is_none() {
+            bail!("sampled alias {alias} not found");
+        }
+    }
+    report(
+        &format!("find_by_alias over {} sampled aliases", aliases.len()),
+        &mut lat,
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(())
+}
 
 struct Smtp {
     r: BufReader<tokio::net::tcp::OwnedReadHalf>,
@@ -375,7 +434,13 @@ impl Smtp {
     }
 }
 
-async fn rcpt(config: &Config, addr: SocketAddr, samples: PathBuf, count: usize, sessions: usize) -> Result<()> {
+async fn rcpt(
+    config: &Config,
+    addr: SocketAddr,
+    samples: PathBuf,
+    count: usize,
+    sessions: usize,
+) -> Result<()> {
     let aliases: Vec<String> = std::fs::read_to_string(&samples)?.lines().map(str::to_owned).collect();
     if aliases.is_empty() {
         bail!("no aliases in {}", samples.display());
