@@ -82,13 +82,45 @@ pub fn rewrite(message: &Message<'_>, raw: &[u8], plan: &Plan, ids: &IdMap) -> R
     if plan.toward_store() {
         gate::check(message).map_err(RewriteError::Refused)?;
     }
-    let body = body::rewrite(message, &plan.replace_in_body);
+    let out = write(message, raw, plan, ids);
+    verify(&out, plan)?;
+    Ok(out)
+}
+
+/// The rewritten message, not yet read back. Toward a store every hidden address is
+/// replaced wherever the rewriter reads (in both IDNA forms of its domain); toward a
+/// shopper the store's addresses are replaced in the header fields of every part too.
+fn write(message: &Message<'_>, raw: &[u8], plan: &Plan, ids: &IdMap) -> Vec<u8> {
+    let body = if plan.toward_store() {
+        body::rewrite(message, &with_idna_forms(&plan.replace_in_body))
+    } else {
+        let hidden: Vec<(String, String)> =
+            plan.hidden_in_headers.iter().map(|h| (h.to_lowercase(), plan.from.address.clone())).collect();
+        body::rewrite_part_headers(message, &with_idna_forms(&hidden))
+    };
     let mut out = Vec::with_capacity(raw.len() + 512);
     headers::write(&mut out, message, plan, ids, body.content_headers.as_ref());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body.bytes);
-    verify(&out, plan)?;
-    Ok(out)
+    out
+}
+
+/// Each `(real, alias)` also with the real address's domain in its other IDNA form
+/// (A-label for U-label and back): a reader's mail program shows and follows both.
+fn with_idna_forms(replace: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out = replace.to_vec();
+    for (real, alias) in replace {
+        let Some((local, domain)) = real.rsplit_once('@') else { continue };
+        let ascii = idna::domain_to_ascii(domain).map(|d| d.to_lowercase()).ok();
+        let unicode = Some(idna::domain_to_unicode(domain).0.to_lowercase());
+        for d in [ascii, unicode].into_iter().flatten() {
+            let other = format!("{local}@{d}");
+            if !out.iter().any(|(r, _)| *r == other) {
+                out.push((other, alias.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// The rewritten message read back with the reader-side view (`reader`), which shares
@@ -141,12 +173,7 @@ pub fn verify_by_matcher(out: &[u8], plan: &Plan) -> Result<(), RewriteError> {
 /// `rewrite` without the gate and the read-back, for the mutation check only.
 #[doc(hidden)]
 pub fn rewrite_unchecked(message: &Message<'_>, raw: &[u8], plan: &Plan, ids: &IdMap) -> Vec<u8> {
-    let body = body::rewrite(message, &plan.replace_in_body);
-    let mut out = Vec::with_capacity(raw.len() + 512);
-    headers::write(&mut out, message, plan, ids, body.content_headers.as_ref());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body.bytes);
-    out
+    write(message, raw, plan, ids)
 }
 
 fn shows_below(m: &Message<'_>, id: usize, replace: &[(String, String)], depth: usize) -> bool {
