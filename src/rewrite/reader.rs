@@ -494,7 +494,7 @@ pub fn render_html(html: &str) -> (String, Vec<String>) {
     let sink = Render::default();
     let tokenizer = Tokenizer::new(sink, TokenizerOpts::default());
     let input = BufferQueue::default();
-    input.push_back(html.into());
+    input.push_back(html5ever::tendril::StrTendril::from_slice(html));
     let _ = tokenizer.feed(&input);
     tokenizer.end();
     let sink = tokenizer.sink;
