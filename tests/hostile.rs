@@ -211,24 +211,56 @@ const fn rc(file: &'static str, what: &'static str, handled: Handled) -> ReaderC
 const IDNA_SHOPPER: &str = "jane@xn--bcher-kva.example";
 
 const READER_CASES: &[ReaderCase] = &[
-    rc("html-markup-split", "HTML <span>, <b>, <i>, a comment and <wbr> inside the address", Handled::ReaderRefuses),
+    rc(
+        "html-markup-split",
+        "HTML <span>, <b>, <i>, a comment and <wbr> inside the address",
+        Handled::ReaderRefuses,
+    ),
     rc(
         "html-invisible-references",
         "HTML &shy;, &#8203;, &#x200B;, &#xFF20; inside the address, in text, href and title",
         Handled::ReaderRefuses,
     ),
-    rc("unicode-fullwidth", "fullwidth letters and ＠ (an IME's), ＠ alone, small-form ﹫", Handled::ReaderRefuses),
-    rc("unicode-invisible", "zero-width space, soft hyphen, word joiner inside the address", Handled::ReaderRefuses),
+    rc(
+        "unicode-fullwidth",
+        "fullwidth letters and ＠ (an IME's), ＠ alone, small-form ﹫",
+        Handled::ReaderRefuses,
+    ),
+    rc(
+        "unicode-invisible",
+        "zero-width space, soft hyphen, word joiner inside the address",
+        Handled::ReaderRefuses,
+    ),
     rc(
         "header-folding-inside-address",
         "Thread-Topic, Keywords, Content-Description folded inside the address",
         Handled::ReaderRefuses,
     ),
-    rc("calendar-folded-lines", "iCalendar ORGANIZER and DESCRIPTION folded inside the address (RFC 5545 3.1)", Handled::Rewritten),
-    rc("vcard-folded-lines", "vCard 4.0 EMAIL and NOTE folded inside the address (RFC 6350 3.2)", Handled::Rewritten),
-    rc("vcard21-quoted-printable", "vCard 2.1 ENCODING=QUOTED-PRINTABLE values: =40, soft break, every character", Handled::Rewritten),
-    rc("address-quoted-local-part", "\"jane.doe\"@ and \"jane\\.doe\"@ in text, HTML and a mailto: link", Handled::ReaderRefuses),
-    rc("address-comments-and-spaces", "jane.doe @ host, comments (home) and spaces around . and @", Handled::ReaderRefuses),
+    rc(
+        "calendar-folded-lines",
+        "iCalendar ORGANIZER and DESCRIPTION folded inside the address (RFC 5545 3.1)",
+        Handled::Rewritten,
+    ),
+    rc(
+        "vcard-folded-lines",
+        "vCard 4.0 EMAIL and NOTE folded inside the address (RFC 6350 3.2)",
+        Handled::Rewritten,
+    ),
+    rc(
+        "vcard21-quoted-printable",
+        "vCard 2.1 ENCODING=QUOTED-PRINTABLE values: =40, soft break, every character",
+        Handled::Rewritten,
+    ),
+    rc(
+        "address-quoted-local-part",
+        "\"jane.doe\"@ and \"jane\\.doe\"@ in text, HTML and a mailto: link",
+        Handled::ReaderRefuses,
+    ),
+    rc(
+        "address-comments-and-spaces",
+        "jane.doe @ host, comments (home) and spaces around . and @",
+        Handled::ReaderRefuses,
+    ),
     rc(
         "forwarded-obsolete-address-syntax",
         "forwarded message whose From, Reply-To, Sender and mailto: use quoted, commented and spaced forms",
@@ -240,21 +272,57 @@ const READER_CASES: &[ReaderCase] = &[
         handled: Handled::Rewritten,
         shopper: Some(IDNA_SHOPPER),
     },
-    rc("message-feedback-report", "message/feedback-report fields and text/rfc822-headers naming the shopper", Handled::Rewritten),
-    rc("message-global-headers", "message/global-headers with the address plain and RFC 2047-encoded", Handled::Rewritten),
-    rc("message-partial", "the whole message is message/partial (RFC 2046 5.2.2)", Handled::GateRefuses("message/partial")),
-    rc("message-external-body", "message/external-body naming the address as its mail server", Handled::GateRefuses("message/external-body")),
-    rc("tnef-winmail", "application/ms-tnef winmail.dat with the address in ASCII and UTF-16", Handled::GateRefuses("TNEF")),
-    rc("nesting-base64-four-deep", "base64 message/rfc822 four deep (mail-parser reads three)", Handled::GateRefuses("nested")),
-    rc("duplicate-content-type", "a part with two Content-Type fields (octet-stream, then text/plain)", Handled::GateRefuses("two Content-Type")),
+    rc(
+        "message-feedback-report",
+        "message/feedback-report fields and text/rfc822-headers naming the shopper",
+        Handled::Rewritten,
+    ),
+    rc(
+        "message-global-headers",
+        "message/global-headers with the address plain and RFC 2047-encoded",
+        Handled::Rewritten,
+    ),
+    rc(
+        "message-partial",
+        "the whole message is message/partial (RFC 2046 5.2.2)",
+        Handled::GateRefuses("message/partial"),
+    ),
+    rc(
+        "message-external-body",
+        "message/external-body naming the address as its mail server",
+        Handled::GateRefuses("message/external-body"),
+    ),
+    rc(
+        "tnef-winmail",
+        "application/ms-tnef winmail.dat with the address in ASCII and UTF-16",
+        Handled::GateRefuses("TNEF"),
+    ),
+    rc(
+        "nesting-base64-four-deep",
+        "base64 message/rfc822 four deep (mail-parser reads three)",
+        Handled::GateRefuses("nested"),
+    ),
+    rc(
+        "duplicate-content-type",
+        "a part with two Content-Type fields (octet-stream, then text/plain)",
+        Handled::GateRefuses("two Content-Type"),
+    ),
     rc(
         "duplicate-content-transfer-encoding",
         "a part with two Content-Transfer-Encoding fields (7bit, then base64)",
         Handled::GateRefuses("two Content-Transfer-Encoding"),
     ),
-    rc("multipart-no-boundary", "multipart/mixed without a boundary parameter", Handled::GateRefuses("boundary")),
+    rc(
+        "multipart-no-boundary",
+        "multipart/mixed without a boundary parameter",
+        Handled::GateRefuses("boundary"),
+    ),
     rc("multipart-empty-boundary", "multipart/mixed; boundary=\"\"", Handled::GateRefuses("boundary")),
-    rc("base64-non-alphabet", "base64 text with characters outside the alphabet (lenient decoders skip them)", Handled::GateRefuses("base64")),
+    rc(
+        "base64-non-alphabet",
+        "base64 text with characters outside the alphabet (lenient decoders skip them)",
+        Handled::GateRefuses("base64"),
+    ),
     rc("charset-utf-32", "a UTF-32 text part", Handled::GateRefuses("utf-32")),
     rc("charset-ebcdic", "an EBCDIC (IBM037) text part", Handled::GateRefuses("ibm037")),
 ];
@@ -663,11 +731,12 @@ fn detectors_find_every_encoding() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut jobs = Vec::new();
     let mut missed = Vec::new();
+    let clean_name = "clean".to_owned();
     let all = samples
         .iter()
         .map(|(n, r)| (n, r, SHOPPER))
         .chain(reader_samples.iter().map(|(n, r, needle)| (n, r, *needle)))
-        .chain([(&"clean".to_owned(), &clean, SHOPPER)]);
+        .chain([(&clean_name, &clean, SHOPPER)]);
     for (i, (name, raw, needle)) in all.enumerate() {
         let path = dir.path().join(format!("{i}.eml"));
         std::fs::write(&path, raw).expect("write");
@@ -729,7 +798,9 @@ async fn reader_cases_shopper_to_store() {
         let name = format!("{} ({})", case.file, case.what);
         match (case.handled, &delivered) {
             (Handled::Rewritten, _) => {}
-            (Handled::ReaderRefuses, Err(reply)) if reply.starts_with("554 5.6.0") || reply.starts_with("5.6.0") => {
+            (Handled::ReaderRefuses, Err(reply))
+                if reply.starts_with("554 5.6.0") || reply.starts_with("5.6.0") =>
+            {
                 println!("refused  {name}: {reply}");
                 continue;
             }
@@ -805,12 +876,19 @@ fn without_the_reader_view_the_refused_cases_pass_through() {
             (Handled::ReaderRefuses, Err(RewriteError::WouldLeak)) => {}
             (Handled::GateRefuses(_), Err(RewriteError::Refused(_))) => {}
             (h, got) => {
-                problems.push(format!("{}: expected {h:?}, rewrite gave {:?}", case.file, got.as_ref().map(|_| "Ok")));
+                problems.push(format!(
+                    "{}: expected {h:?}, rewrite gave {:?}",
+                    case.file,
+                    got.as_ref().map(|_| "Ok")
+                ));
                 continue;
             }
         }
         if before.is_err() {
-            problems.push(format!("{}: the old read-back refuses it too: the reader view is not what stops it", case.file));
+            problems.push(format!(
+                "{}: the old read-back refuses it too: the reader view is not what stops it",
+                case.file
+            ));
         }
         let path = dir.path().join(format!("{}.eml", case.file));
         std::fs::write(&path, &unchecked).expect("write");
@@ -827,7 +905,12 @@ fn without_the_reader_view_the_refused_cases_pass_through() {
     for job in &jobs {
         let rust = &rust_found[job.name.as_str()];
         let py = python.get(&job.name).map(|v| v.leaks.clone()).unwrap_or_default();
-        println!("without the reader view {}: rust {} findings, python {} findings", job.name, rust.len(), py.len());
+        println!(
+            "without the reader view {}: rust {} findings, python {} findings",
+            job.name,
+            rust.len(),
+            py.len()
+        );
         if rust.is_empty() && py.is_empty() {
             problems.push(format!("{}: would pass through, but no detector shows a leak in it", job.name));
         }

@@ -297,7 +297,8 @@ fn text_part(p: &MessagePart<'_>, decoded: &str, raw: &[u8], replace: &[(String,
 fn is_directory(p: &MessagePart<'_>) -> bool {
     p.content_type().is_some_and(|ct| {
         let t = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase();
-        ["text/calendar", "text/vcard", "text/x-vcard", "text/directory", "text/x-vcalendar"].contains(&t.as_str())
+        ["text/calendar", "text/vcard", "text/x-vcard", "text/directory", "text/x-vcalendar"]
+            .contains(&t.as_str())
     })
 }
 
@@ -311,9 +312,8 @@ fn directory(text: &str, replace: &[(String, String)]) -> Option<String> {
     let mut out = Vec::new();
     let mut changed = false;
     while let Some(line) = lines.next() {
-        let qp = line
-            .split_once(':')
-            .filter(|(head, _)| head.to_ascii_uppercase().contains("QUOTED-PRINTABLE"));
+        let qp =
+            line.split_once(':').filter(|(head, _)| head.to_ascii_uppercase().contains("QUOTED-PRINTABLE"));
         if let Some((head, value)) = qp {
             let mut value = value.to_owned();
             while value.ends_with('=') {

@@ -116,7 +116,8 @@ fn part(m: &Message<'_>, id: usize, depth: usize) -> Result<(), Refusal> {
         if boundary.is_empty() {
             return Err(Refusal::NoBoundary);
         }
-        let body = buf.get(p.offset_body as usize..(p.offset_end as usize).min(buf.len())).unwrap_or_default();
+        let body =
+            buf.get(p.offset_body as usize..(p.offset_end as usize).min(buf.len())).unwrap_or_default();
         let marker = format!("--{boundary}");
         if !body.windows(marker.len()).any(|w| w == marker.as_bytes()) {
             return Err(Refusal::BoundaryNotFound);
@@ -168,7 +169,8 @@ fn structural_fields(p: &MessagePart<'_>) -> Result<(), Refusal> {
 
 fn text_part(p: &MessagePart<'_>, buf: &[u8]) -> Result<(), Refusal> {
     if p.encoding == Encoding::Base64 {
-        let body = buf.get(p.offset_body as usize..(p.offset_end as usize).min(buf.len())).unwrap_or_default();
+        let body =
+            buf.get(p.offset_body as usize..(p.offset_end as usize).min(buf.len())).unwrap_or_default();
         if !valid_base64(body) {
             return Err(Refusal::InvalidBase64);
         }
@@ -248,9 +250,18 @@ mod tests {
                 "Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVs!bG8=\r\n",
                 Refusal::InvalidBase64,
             ),
-            ("Content-Type: text/plain; charset=utf-32\r\n\r\nx\r\n", Refusal::UndecodableCharset("utf-32".into())),
-            ("Content-Type: text/plain; charset=ibm037\r\n\r\nx\r\n", Refusal::UndecodableCharset("ibm037".into())),
-            ("Content-Type: message/partial; id=1; number=1\r\n\r\nx\r\n", Refusal::UnreadableMessageType("partial".into())),
+            (
+                "Content-Type: text/plain; charset=utf-32\r\n\r\nx\r\n",
+                Refusal::UndecodableCharset("utf-32".into()),
+            ),
+            (
+                "Content-Type: text/plain; charset=ibm037\r\n\r\nx\r\n",
+                Refusal::UndecodableCharset("ibm037".into()),
+            ),
+            (
+                "Content-Type: message/partial; id=1; number=1\r\n\r\nx\r\n",
+                Refusal::UnreadableMessageType("partial".into()),
+            ),
             ("Content-Type: application/ms-tnef\r\n\r\nx\r\n", Refusal::Tnef),
         ];
         for (raw, want) in cases {

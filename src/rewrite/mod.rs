@@ -64,7 +64,10 @@ impl Plan {
     /// The addresses the reader must not see in the header block.
     fn head_needles(&self) -> reader::Needles {
         reader::Needles::new(
-            self.hidden_in_headers.iter().chain(self.replace_in_body.iter().map(|(real, _)| real)).map(String::as_str),
+            self.hidden_in_headers
+                .iter()
+                .chain(self.replace_in_body.iter().map(|(real, _)| real))
+                .map(String::as_str),
         )
     }
 }

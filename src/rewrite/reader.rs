@@ -241,7 +241,10 @@ impl Reader<'_> {
         }
         let Some(p) = m.parts.get(id) else { return };
         if depth > MAX_DEPTH {
-            self.found = Some(Shown { place: format!("{place}: nested deeper than the reader reads"), form: String::new() });
+            self.found = Some(Shown {
+                place: format!("{place}: nested deeper than the reader reads"),
+                form: String::new(),
+            });
             return;
         }
         let buf: &[u8] = &m.raw_message;
@@ -252,7 +255,10 @@ impl Reader<'_> {
                 for (i, &c) in children.iter().enumerate().filter(|(_, c)| **c as usize != id) {
                     let Some(child) = m.parts.get(c as usize) else { continue };
                     if self.reach == Reach::Everything {
-                        self.text(&format!("{place} preamble"), &lossy(buf, at, child.offset_header as usize));
+                        self.text(
+                            &format!("{place} preamble"),
+                            &lossy(buf, at, child.offset_header as usize),
+                        );
                     }
                     self.part(m, c as usize, &format!("{place}.{}", i + 1), depth + 1);
                     at = child.offset_end as usize;
@@ -453,7 +459,7 @@ pub fn unfold_content_lines(text: &str) -> String {
     let text = text.replace("\r\n", "\n");
     let unfolded = text.replace("\n ", "").replace("\n\t", "");
     let mut out = String::with_capacity(unfolded.len());
-    let mut lines = unfolded.split('\n').peekable();
+    let mut lines = unfolded.split('\n');
     while let Some(line) = lines.next() {
         let (head, value) = match line.split_once(':') {
             Some((h, v)) => (h, v),
@@ -482,7 +488,6 @@ pub fn unfold_content_lines(text: &str) -> String {
         out.push(':');
         out.push_str(&String::from_utf8_lossy(&decoded));
         out.push('\n');
-        let _ = lines.peek();
     }
     out
 }
@@ -497,8 +502,7 @@ pub fn render_html(html: &str) -> (String, Vec<String>) {
     input.push_back(html5ever::tendril::StrTendril::from_slice(html));
     let _ = tokenizer.feed(&input);
     tokenizer.end();
-    let sink = tokenizer.sink;
-    (sink.text.into_inner(), sink.attributes.into_inner())
+    (tokenizer.sink.text.take(), tokenizer.sink.attributes.take())
 }
 
 #[derive(Default)]
@@ -509,8 +513,25 @@ struct Render {
 
 /// Attributes whose value a reader sees or a mail client follows.
 const SHOWN_ATTRIBUTES: &[&str] = &[
-    "href", "title", "alt", "src", "value", "placeholder", "action", "content", "label", "summary",
-    "cite", "longdesc", "data", "poster", "formaction", "background", "abbr", "srcset", "aria-label",
+    "href",
+    "title",
+    "alt",
+    "src",
+    "value",
+    "placeholder",
+    "action",
+    "content",
+    "label",
+    "summary",
+    "cite",
+    "longdesc",
+    "data",
+    "poster",
+    "formaction",
+    "background",
+    "abbr",
+    "srcset",
+    "aria-label",
 ];
 
 impl TokenSink for Render {
@@ -520,9 +541,9 @@ impl TokenSink for Render {
         match token {
             Token::CharacterTokens(t) => self.text.borrow_mut().push_str(&t),
             Token::TagToken(tag) => {
-                let name = tag.name.as_ref().to_ascii_lowercase();
+                let name = tag.name.to_ascii_lowercase();
                 for a in &tag.attrs {
-                    let attr = a.name.local.as_ref().to_ascii_lowercase();
+                    let attr = a.name.local.to_ascii_lowercase();
                     if SHOWN_ATTRIBUTES.contains(&attr.as_str()) {
                         self.attributes.borrow_mut().push(a.value.to_string());
                     }
@@ -635,7 +656,8 @@ mod tests {
         let clean = b"From: a@b.example\r\nSubject: hello\r\n\r\njane.doe at shopper dot example\r\n";
         assert_eq!(find(clean, &needles(), Reach::Everything), None);
         // Deeper than the parser nests: read by parsing the opaque part again.
-        let mut inner = "From: x@y.example\r\nContent-Type: text/plain\r\n\r\njane.doe@shopper.example\r\n".to_owned();
+        let mut inner =
+            "From: x@y.example\r\nContent-Type: text/plain\r\n\r\njane.doe@shopper.example\r\n".to_owned();
         use base64::Engine;
         for _ in 0..6 {
             inner = format!(

@@ -286,10 +286,15 @@ fn lenient_body(f: &mut Finder, m: &Message<'_>, p: &mail_parser::MessagePart<'_
         .iter()
         .rev()
         .find(|h| h.name.as_str().eq_ignore_ascii_case("content-transfer-encoding"))
-        .map(|h| String::from_utf8_lossy(&raw[h.offset_start as usize..h.offset_end as usize]).trim().to_lowercase())
+        .map(|h| {
+            String::from_utf8_lossy(&raw[h.offset_start as usize..h.offset_end as usize])
+                .trim()
+                .to_lowercase()
+        })
         .unwrap_or_default();
     let bytes: Vec<u8> = if cte == "base64" {
-        let clean: Vec<u8> = body.iter().copied().filter(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/').collect();
+        let clean: Vec<u8> =
+            body.iter().copied().filter(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/').collect();
         let mut padded = clean.clone();
         padded.truncate(clean.len() / 4 * 4 + if clean.len() % 4 > 1 { clean.len() % 4 } else { 0 });
         while padded.len() % 4 != 0 {
@@ -307,11 +312,17 @@ fn lenient_body(f: &mut Finder, m: &Message<'_>, p: &mail_parser::MessagePart<'_
         bytes
             .chunks_exact(4)
             .filter_map(|c| {
-                let v = if le { u32::from_le_bytes([c[0], c[1], c[2], c[3]]) } else { u32::from_be_bytes([c[0], c[1], c[2], c[3]]) };
+                let v = if le {
+                    u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+                } else {
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]])
+                };
                 char::from_u32(v)
             })
             .collect()
-    } else if ["ibm037", "cp037", "ebcdic-cp-us", "ibm-037", "ibm500", "cp500", "ibm1047"].contains(&charset.as_str()) {
+    } else if ["ibm037", "cp037", "ebcdic-cp-us", "ibm-037", "ibm500", "cp500", "ibm1047"]
+        .contains(&charset.as_str())
+    {
         bytes.iter().map(|b| ebcdic(*b)).collect()
     } else {
         String::from_utf8_lossy(&bytes).into_owned()
