@@ -658,4 +658,42 @@ mod tests {
         let again = parse(&whole).unwrap();
         assert_eq!(again.attachment(0).unwrap().attachment_name(), Some("k3x@relay.example.pdf"));
     }
+
+    #[test]
+    fn calendar_and_vcard_lines_are_unfolded_rewritten_and_folded_again() {
+        let raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/calendar; charset=utf-8\r\n\r\nBEGIN:VEVENT\r\nORGANIZER:mailto:jane@exa\r\n mple.com\r\nEND:VEVENT\r\n--b\r\nContent-Type: text/x-vcard\r\n\r\nBEGIN:VCARD\r\nVERSION:2.1\r\nEMAIL;ENCODING=QUOTED-PRINTABLE:jane=40exam=\r\nple.com\r\nEND:VCARD\r\n--b--\r\n";
+        let out = body_of(raw).bytes;
+        let mut whole = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+        whole.extend_from_slice(&out);
+        let again = parse(&whole).unwrap();
+        let ics = again.body_text(0).unwrap();
+        assert!(ics.contains("ORGANIZER:mailto:k3x@relay.example\r\n"), "{ics}");
+        let vcf = again.body_text(1).unwrap();
+        assert!(vcf.contains("EMAIL;ENCODING=QUOTED-PRINTABLE:k3x@relay.example"), "{vcf}");
+        assert!(!vcf.to_lowercase().contains("jane"), "{vcf}");
+    }
+
+    #[test]
+    fn long_content_lines_fold_at_75_octets() {
+        let line = format!("DESCRIPTION:{}", "é".repeat(60));
+        let folded = fold_content_line(&line);
+        assert!(folded.split("\r\n").all(|l| l.len() <= 75), "{folded}");
+        assert_eq!(folded.replace("\r\n ", ""), line);
+    }
+
+    #[test]
+    fn part_headers_only_toward_a_shopper() {
+        let raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Description: from jane@example.com\r\n\r\nbody names jane@example.com\r\n--b\r\nContent-Type: application/pdf; name=\"jane@example.com.pdf\"\r\n\r\nJVBERi0=\r\n--b--\r\n";
+        let out = String::from_utf8(rewrite_part_headers(&parse(raw).unwrap(), &replace()).bytes).unwrap();
+        assert!(out.contains("Content-Description: from k3x@relay.example\r\n"), "{out}");
+        assert!(out.contains("k3x@relay.example.pdf"), "{out}");
+        assert!(out.contains("body names jane@example.com"), "bodies stay: {out}");
+    }
+
+    #[test]
+    fn forwarded_trace_fields_are_dropped() {
+        let raw = b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: message/rfc822\r\n\r\nReceived: from pc.home.example ([192.0.2.7])\r\nX-Originating-IP: [192.0.2.7]\r\nFrom: someone@else.example\r\nSubject: hi\r\n\r\nhello\r\n--o--\r\n";
+        let out = String::from_utf8(body_of(raw).bytes).unwrap();
+        assert!(!out.contains("192.0.2.7") && out.contains("Subject: hi\r\n"), "{out}");
+    }
 }
