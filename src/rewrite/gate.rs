@@ -111,6 +111,14 @@ fn part(m: &Message<'_>, id: usize, depth: usize) -> Result<(), Refusal> {
         .content_type()
         .map(|ct| (ct.ctype().to_ascii_lowercase(), ct.subtype().unwrap_or("").to_ascii_lowercase()))
         .unwrap_or_else(|| ("text".into(), "plain".into()));
+    let forward = ctype == "message" && (subtype == "rfc822" || subtype == "global");
+    if forward && !matches!(p.body, PartType::Message(_)) && p.offset_end > p.offset_body {
+        // The parser stopped reading: a forward nested past its limit.
+        return Err(Refusal::TooDeep);
+    }
+    if p.is_encoding_problem {
+        return Err(Refusal::InvalidBase64);
+    }
     if ctype == "multipart" {
         let boundary = p.content_type().and_then(|ct| ct.attribute("boundary")).unwrap_or("");
         if boundary.is_empty() {
@@ -135,13 +143,9 @@ fn part(m: &Message<'_>, id: usize, depth: usize) -> Result<(), Refusal> {
         PartType::Text(_) | PartType::Html(_) => {
             text_part(p, buf)?;
         }
-        PartType::Binary(b) | PartType::InlineBinary(b) => {
+        PartType::Binary(_) | PartType::InlineBinary(_) => {
             if ctype == "text" {
                 text_part(p, buf)?;
-            }
-            if ctype == "message" && (subtype == "rfc822" || subtype == "global") && !b.is_empty() {
-                // The parser stopped reading: a forward nested past its limit.
-                return Err(Refusal::TooDeep);
             }
         }
         PartType::Message(nested) => part(nested, 0, depth + 1)?,
@@ -168,7 +172,13 @@ fn structural_fields(p: &MessagePart<'_>) -> Result<(), Refusal> {
 }
 
 fn text_part(p: &MessagePart<'_>, buf: &[u8]) -> Result<(), Refusal> {
-    if p.encoding == Encoding::Base64 {
+    // mail-parser gives up on base64 it cannot decode and keeps the part as raw text.
+    let base64 = p.encoding == Encoding::Base64
+        || p.headers.iter().any(|h| {
+            h.name.as_str().eq_ignore_ascii_case("content-transfer-encoding")
+                && matches!(&h.value, mail_parser::HeaderValue::Text(t) if t.trim().eq_ignore_ascii_case("base64"))
+        });
+    if base64 {
         let body =
             buf.get(p.offset_body as usize..(p.offset_end as usize).min(buf.len())).unwrap_or_default();
         if !valid_base64(body) {

@@ -269,9 +269,10 @@ mod tests {
         }
         raw.push_str("Content-Type: text/plain\r\n\r\nwrite to jane@example.com\r\n");
         let message = parse(raw.as_bytes()).unwrap();
-        assert_eq!(
+        // (The MIME gate refuses such nesting before the read-back would.)
+        assert!(matches!(
             rewrite(&message, raw.as_bytes(), &plan(), &IdMap::default()),
-            Err(RewriteError::WouldLeak)
-        );
+            Err(RewriteError::WouldLeak | RewriteError::Refused(gate::Refusal::TooDeep))
+        ));
     }
 }

@@ -65,8 +65,10 @@ pub const NUL_IN_MESSAGE: Reply = r(
 pub const LOOP: Reply =
     r(554, "5.4.6 Mail loop: the message has passed more than 50 mail servers (Received lines)");
 pub const UNPARSEABLE: Reply = r(554, "5.6.0 Message could not be parsed as RFC 5322 mail");
-pub const CANNOT_REWRITE: Reply =
-    r(554, "5.6.0 A real address would still be readable in this message after rewriting (e.g. split by HTML markup, in full-width characters or in a part the relay cannot rewrite); remove it or write it plainly, and send again");
+pub const CANNOT_REWRITE: Reply = r(
+    554,
+    "5.6.0 A real address would still be readable in this message after rewriting (e.g. split by HTML markup, in full-width characters or in a part the relay cannot rewrite); remove it or write it plainly, and send again",
+);
 
 pub const GREET_FIRST: Reply = r(503, "5.5.1 Send EHLO or HELO first");
 pub const MAIL_FIRST: Reply = r(503, "5.5.1 Send MAIL FROM first");
