@@ -25,6 +25,8 @@ pub enum Refusal {
     UnreadableMessageType(String),
     /// Microsoft TNEF (winmail.dat).
     Tnef,
+    /// A part the parser could not decode or delimit (it kept it as raw text).
+    Broken,
 }
 
 /// The fields that decide how a part is split and decoded.
@@ -64,6 +66,7 @@ impl Refusal {
             Self::UnreadableMessageType(t) => format!(
                 "A part of type message/{t} cannot be read and rewritten by this relay; send its content as text or forward it as message/rfc822"
             ),
+            Self::Broken => "A MIME part could not be read (its encoding or its boundaries are broken), so readers would show it differently; send it again from a standard mail program".into(),
             Self::Tnef => "The message holds a Microsoft TNEF part (winmail.dat), which this relay cannot read; send it as HTML or plain text (turn off Rich Text Format)".into(),
         }
     }
@@ -117,7 +120,7 @@ fn part(m: &Message<'_>, id: usize, depth: usize) -> Result<(), Refusal> {
         return Err(Refusal::TooDeep);
     }
     if p.is_encoding_problem {
-        return Err(Refusal::InvalidBase64);
+        return Err(if declares_base64(p) { Refusal::InvalidBase64 } else { Refusal::Broken });
     }
     if ctype == "multipart" {
         let boundary = p.content_type().and_then(|ct| ct.attribute("boundary")).unwrap_or("");
@@ -173,12 +176,7 @@ fn structural_fields(p: &MessagePart<'_>) -> Result<(), Refusal> {
 
 fn text_part(p: &MessagePart<'_>, buf: &[u8]) -> Result<(), Refusal> {
     // mail-parser gives up on base64 it cannot decode and keeps the part as raw text.
-    let base64 = p.encoding == Encoding::Base64
-        || p.headers.iter().any(|h| {
-            h.name.as_str().eq_ignore_ascii_case("content-transfer-encoding")
-                && matches!(&h.value, mail_parser::HeaderValue::Text(t) if t.trim().eq_ignore_ascii_case("base64"))
-        });
-    if base64 {
+    if p.encoding == Encoding::Base64 || declares_base64(p) {
         let body =
             buf.get(p.offset_body as usize..(p.offset_end as usize).min(buf.len())).unwrap_or_default();
         if !valid_base64(body) {
@@ -190,6 +188,13 @@ fn text_part(p: &MessagePart<'_>, buf: &[u8]) -> Result<(), Refusal> {
         return Err(Refusal::UndecodableCharset(safe(charset)));
     }
     Ok(())
+}
+
+fn declares_base64(p: &MessagePart<'_>) -> bool {
+    p.headers.iter().any(|h| {
+        h.name.as_str().eq_ignore_ascii_case("content-transfer-encoding")
+            && matches!(&h.value, mail_parser::HeaderValue::Text(t) if t.trim().eq_ignore_ascii_case("base64"))
+    })
 }
 
 /// Base64 alphabet, `=` padding only at the end, and line white space.
