@@ -177,15 +177,21 @@ pub fn find_in_head(raw: &[u8], needles: &Needles) -> Option<Shown> {
         return None;
     }
     let mut r = Reader { needles, reach: Reach::Headers, found: None };
-    match MessageParser::default().parse_headers(raw) {
-        Some(m) => {
-            if let Some(p) = m.parts.first() {
-                let head = &raw[..(p.offset_body as usize).min(raw.len())];
-                r.text("header block", &String::from_utf8_lossy(head));
-                r.headers(p, &m.raw_message, "header");
-            }
-        }
-        None => r.text("unparseable header block", &String::from_utf8_lossy(raw)),
+    // The header block ends at the first empty line (parse_headers does not say where).
+    let end = raw
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| i + 2)
+        .into_iter()
+        .chain(raw.windows(3).position(|w| w == b"\n\r\n").map(|i| i + 3))
+        .min()
+        .unwrap_or(raw.len());
+    let head = &raw[..end];
+    r.text("header block", &String::from_utf8_lossy(head));
+    if let Some(m) = MessageParser::default().parse_headers(head)
+        && let Some(p) = m.parts.first()
+    {
+        r.headers(p, &m.raw_message, "header");
     }
     r.found
 }
