@@ -69,6 +69,10 @@ struct Args {
     /// Approximate size of each message body in bytes.
     #[arg(long, default_value_t = 4096)]
     size: usize,
+    /// Send shopper → store (through the MIME gate and the full reader-side read-back)
+    /// instead of store → shopper.
+    #[arg(long)]
+    to_store: bool,
     /// Database: a SQLite file path, a sqlite:// URL or a postgres:// URL. Default: a
     /// fresh SQLite file in a temporary directory, removed at the end.
     #[arg(long)]
@@ -209,9 +213,9 @@ fn body(size: usize) -> String {
 }
 
 /// The full message for sequence number `seq`, dot-stuffed and terminated for DATA.
-fn wire(run: &str, seq: usize, to: &str, body: &str) -> (Vec<u8>, usize) {
+fn wire(run: &str, seq: usize, from: &str, to: &str, body: &str) -> (Vec<u8>, usize) {
     let message = format!(
-        "From: Bench Shop <{STORE_SENDER}>\r\nTo: <{to}>\r\nSubject: bench {run} message {seq}\r\n\
+        "From: Bench <{from}>\r\nTo: <{to}>\r\nSubject: bench {run} message {seq}\r\n\
          Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{run}.{seq}@mailer.shop.bench>\r\n\
          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
     );
@@ -245,8 +249,9 @@ fn db_url(arg: &str) -> String {
     }
 }
 
-/// A store with one approved sender and one thread for a shopper; returns the shopper alias.
-async fn fixture(db: &Db, domain: &str) -> Result<String> {
+/// A store with one approved sender and one thread for a shopper; returns the shopper
+/// alias and the store alias.
+async fn fixture(db: &Db, domain: &str) -> Result<(String, String)> {
     let store = StoreId::parse(&format!("bench-{}", random_token(8)))?;
     stores::create(
         db,
@@ -274,7 +279,7 @@ async fn fixture(db: &Db, domain: &str) -> Result<String> {
     )
     .await
     .context("create thread")?;
-    Ok(format!("{}@{domain}", thread.shopper_alias))
+    Ok((format!("{}@{domain}", thread.shopper_alias), format!("{}@{domain}", thread.store_alias)))
 }
 
 /// A temporary directory of our own, removed on drop.
@@ -404,9 +409,14 @@ async fn run(args: Args) -> Result<i32> {
             (None, db, addr, args.domain.clone(), None)
         }
     };
-    let alias = fixture(&db, &domain).await?;
+    let (shopper_alias, store_alias) = fixture(&db, &domain).await?;
+    // Who writes to whom: the store to the shopper (the default), or the shopper to the store.
+    let (sender, recipient, alias) = match args.to_store {
+        false => (STORE_SENDER, SHOPPER, shopper_alias),
+        true => (SHOPPER, STORE_CONTACT, store_alias),
+    };
     let body = Arc::new(body(args.size));
-    let message_bytes = wire(&run_id, 0, &alias, &body).1;
+    let message_bytes = wire(&run_id, 0, sender, &alias, &body).1;
 
     eprintln!(
         "[maskrelay-load] {n} messages of {message_bytes} bytes over {} sessions to {smtp} \
@@ -435,7 +445,7 @@ async fn run(args: Args) -> Result<i32> {
                 if seq >= n {
                     break;
                 }
-                let (bytes, _) = wire(&run_id, seq, &alias, &body);
+                let (bytes, _) = wire(&run_id, seq, sender, &alias, &body);
                 let mut retried = false;
                 let outcome = loop {
                     let o = async {
@@ -443,7 +453,7 @@ async fn run(args: Args) -> Result<i32> {
                             conn = Some(Conn::open(smtp).await?);
                         }
                         let c = conn.as_mut().expect("connected");
-                        c.send(STORE_SENDER, &alias, &bytes).await
+                        c.send(sender, &alias, &bytes).await
                     }
                     .await
                     .unwrap_or_else(|e| {
@@ -540,7 +550,7 @@ async fn run(args: Args) -> Result<i32> {
                 count[seq] += 1;
                 // The relay rewrites headers only: the body must arrive byte for byte.
                 let body_ok = d.data.ends_with(format!("\r\n\r\n{body}").as_bytes());
-                if d.rcpt_to != [SHOPPER] || !body_ok {
+                if d.rcpt_to != [recipient] || !body_ok {
                     corrupt.push(seq);
                 }
             }

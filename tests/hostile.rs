@@ -177,10 +177,168 @@ const TO_SHOPPER: &[Case] = &[
         file: "store-root-content-params",
         what: "store addresses in the root Content-Type name and Content-Disposition filename*",
     },
+    Case {
+        file: "store-part-headers",
+        what: "store addresses in MIME part headers: attachment name=, filename*= (RFC 2231), Content-Description (plain and encoded)",
+    },
 ];
 
-/// CPython messages the relay refuses, each with the reason it may. None so far.
-const CORPUS_REFUSED: &[(&str, &str)] = &[];
+/// What the relay does with a case of issue 8 (the reader-side view and the MIME gate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Rewritten: delivered, and neither detector finds the address.
+    Rewritten,
+    /// Refused by the read-back (the reader view still showed the address).
+    ReaderRefuses,
+    /// Refused by the MIME gate; the reply names the problem (this text is in it).
+    GateRefuses(&'static str),
+}
+
+/// Shopper → store cases of issue 8: what a reader sees that a string search does not.
+struct ReaderCase {
+    file: &'static str,
+    what: &'static str,
+    handled: Handled,
+    /// The shopper of the thread it is sent on, when not `SHOPPER`.
+    shopper: Option<&'static str>,
+}
+
+const fn rc(file: &'static str, what: &'static str, handled: Handled) -> ReaderCase {
+    ReaderCase { file, what, handled, shopper: None }
+}
+
+/// The shopper of the IDNA case: registered with the A-label, writing the U-label.
+const IDNA_SHOPPER: &str = "jane@xn--bcher-kva.example";
+
+const READER_CASES: &[ReaderCase] = &[
+    rc(
+        "html-markup-split",
+        "HTML <span>, <b>, <i>, a comment and <wbr> inside the address",
+        Handled::ReaderRefuses,
+    ),
+    rc(
+        "html-invisible-references",
+        "HTML &shy;, &#8203;, &#x200B;, &#xFF20; inside the address, in text, href and title",
+        Handled::ReaderRefuses,
+    ),
+    rc(
+        "unicode-fullwidth",
+        "fullwidth letters and ＠ (an IME's), ＠ alone, small-form ﹫",
+        Handled::ReaderRefuses,
+    ),
+    rc(
+        "unicode-invisible",
+        "zero-width space, soft hyphen, word joiner inside the address",
+        Handled::ReaderRefuses,
+    ),
+    rc(
+        "header-folding-inside-address",
+        "Thread-Topic, Keywords, Content-Description folded inside the address",
+        Handled::ReaderRefuses,
+    ),
+    rc(
+        "calendar-folded-lines",
+        "iCalendar ORGANIZER and DESCRIPTION folded inside the address (RFC 5545 3.1)",
+        Handled::Rewritten,
+    ),
+    rc(
+        "vcard-folded-lines",
+        "vCard 4.0 EMAIL and NOTE folded inside the address (RFC 6350 3.2)",
+        Handled::Rewritten,
+    ),
+    rc(
+        "vcard21-quoted-printable",
+        "vCard 2.1 ENCODING=QUOTED-PRINTABLE values: =40, soft break, every character",
+        Handled::Rewritten,
+    ),
+    rc(
+        "address-quoted-local-part",
+        "\"jane.doe\"@ and \"jane\\.doe\"@ in text, HTML and a mailto: link",
+        Handled::ReaderRefuses,
+    ),
+    rc(
+        "address-comments-and-spaces",
+        "jane.doe @ host, comments (home) and spaces around . and @",
+        Handled::ReaderRefuses,
+    ),
+    rc(
+        "forwarded-obsolete-address-syntax",
+        "forwarded message whose From, Reply-To, Sender and mailto: use quoted, commented and spaced forms",
+        Handled::ReaderRefuses,
+    ),
+    ReaderCase {
+        file: "idna-other-form",
+        what: "shopper registered with the A-label writes the U-label (and in capitals)",
+        handled: Handled::Rewritten,
+        shopper: Some(IDNA_SHOPPER),
+    },
+    rc(
+        "message-feedback-report",
+        "message/feedback-report fields and text/rfc822-headers naming the shopper",
+        Handled::Rewritten,
+    ),
+    rc(
+        "message-global-headers",
+        "message/global-headers with the address plain and RFC 2047-encoded",
+        Handled::Rewritten,
+    ),
+    rc(
+        "message-partial",
+        "the whole message is message/partial (RFC 2046 5.2.2)",
+        Handled::GateRefuses("message/partial"),
+    ),
+    rc(
+        "message-external-body",
+        "message/external-body naming the address as its mail server",
+        Handled::GateRefuses("message/external-body"),
+    ),
+    rc(
+        "tnef-winmail",
+        "application/ms-tnef winmail.dat with the address in ASCII and UTF-16",
+        Handled::GateRefuses("TNEF"),
+    ),
+    rc(
+        "nesting-base64-four-deep",
+        "base64 message/rfc822 four deep (mail-parser reads three)",
+        Handled::GateRefuses("nested"),
+    ),
+    rc(
+        "duplicate-content-type",
+        "a part with two Content-Type fields (text/plain, then octet-stream)",
+        Handled::GateRefuses("two Content-Type"),
+    ),
+    rc(
+        "duplicate-content-transfer-encoding",
+        "a part with two Content-Transfer-Encoding fields (base64, then 7bit)",
+        Handled::GateRefuses("two Content-Transfer-Encoding"),
+    ),
+    rc(
+        "multipart-no-boundary",
+        "multipart/mixed without a boundary parameter",
+        Handled::GateRefuses("boundary"),
+    ),
+    rc("multipart-empty-boundary", "multipart/mixed; boundary=\"\"", Handled::GateRefuses("boundary")),
+    rc(
+        "base64-non-alphabet",
+        "base64 text with characters outside the alphabet (lenient decoders skip them)",
+        Handled::GateRefuses("base64"),
+    ),
+    rc("charset-utf-32", "a UTF-32 text part", Handled::GateRefuses("utf-32")),
+    rc("charset-ebcdic", "an EBCDIC (IBM037) text part", Handled::GateRefuses("ibm037")),
+];
+
+/// CPython messages the relay refuses, each with the reason it may: all are CPython's own
+/// malformed-input tests, refused by the MIME gate (or, msg_36, a type it cannot rewrite).
+const CORPUS_REFUSED: &[(&str, &str)] = &[
+    ("msg_15.txt", "inner and outer multipart share one boundary: the parser cannot delimit the parts"),
+    ("msg_17.txt", "multipart whose boundary never occurs in its body"),
+    ("msg_25.txt", "multipart without a boundary parameter"),
+    ("msg_31.txt", "multipart whose declared boundary (BOUNDARY_) never occurs"),
+    ("msg_35.txt", "no blank line between header and body (CPython's missing-separator case)"),
+    ("msg_36.txt", "message/external-body parts, which the relay does not rewrite"),
+    ("msg_41.txt", "multipart without a boundary parameter"),
+    ("msg_42.txt", "a nested multipart with no parts (only its closing boundary)"),
+];
 
 fn corpus_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(sub)
@@ -454,7 +612,12 @@ fn every_fixture_is_a_listed_case() {
         .filter_map(|n| n.strip_suffix(".eml").map(str::to_owned))
         .collect();
     files.sort();
-    let mut listed: Vec<String> = TO_STORE.iter().chain(TO_SHOPPER).map(|c| c.file.to_owned()).collect();
+    let mut listed: Vec<String> = TO_STORE
+        .iter()
+        .chain(TO_SHOPPER)
+        .map(|c| c.file.to_owned())
+        .chain(READER_CASES.iter().map(|c| c.file.to_owned()))
+        .collect();
     listed.sort();
     assert_eq!(files, listed);
     for c in TO_SHOPPER {
@@ -550,6 +713,7 @@ fn detectors_find_every_encoding() {
             msg("Content-Transfer-Encoding: base64\r\n", &b64(text.as_bytes())),
         ));
     }
+    let mut reader_samples: Vec<(String, Vec<u8>, &str)> = Vec::new();
     // The crafted cases as sent, without the plain From line they share: each must be
     // found by what the case itself tries.
     for case in TO_STORE {
@@ -560,6 +724,15 @@ fn detectors_find_every_encoding() {
         );
         samples.push((format!("fixture {}", case.file), raw));
     }
+    for case in READER_CASES {
+        let needle = case.shopper.unwrap_or(SHOPPER);
+        let raw = replace(
+            &fixture(case.file),
+            &format!("From: Jane Doe <{needle}>\r\n"),
+            "From: someone@elsewhere.example\r\n",
+        );
+        reader_samples.push((format!("fixture {}", case.file), raw, needle));
+    }
     let clean = msg(
         "Content-Type: text/html\r\n",
         "jane.doe at shopper dot example, jane.doe@other.example, &#64;shopper, jane.doe%20shopper.example",
@@ -568,17 +741,23 @@ fn detectors_find_every_encoding() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut jobs = Vec::new();
     let mut missed = Vec::new();
-    for (i, (name, raw)) in samples.iter().chain([&("clean".to_owned(), clean.clone())]).enumerate() {
+    let clean_name = "clean".to_owned();
+    let all = samples
+        .iter()
+        .map(|(n, r)| (n, r, SHOPPER))
+        .chain(reader_samples.iter().map(|(n, r, needle)| (n, r, *needle)))
+        .chain([(&clean_name, &clean, SHOPPER)]);
+    for (i, (name, raw, needle)) in all.enumerate() {
         let path = dir.path().join(format!("{i}.eml"));
         std::fs::write(&path, raw).expect("write");
         jobs.push(python::Job {
             name: name.clone(),
             delivered: path,
             sent: None,
-            needles: vec![SHOPPER.into()],
+            needles: vec![needle.into()],
             headers_only: false,
         });
-        let found = leak::find(raw, &[SHOPPER], Scope::Everything);
+        let found = leak::find(raw, &[needle], Scope::Everything);
         if name == "clean" {
             assert!(found.is_empty(), "rust detector: false alarm on a clean message: {found:?}");
         } else if found.is_empty() {
@@ -599,4 +778,152 @@ fn detectors_find_every_encoding() {
         }
     }
     assert!(missed.is_empty(), "{}", missed.join("\n"));
+}
+
+/// Issue 8's cases over real SMTP: each is either rewritten (delivered, and neither
+/// detector finds the address) or refused with 554 5.6.0 and never delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_cases_shopper_to_store() {
+    let h = Harness::start().await;
+    let (status, idna) = h
+        .relay
+        .api(
+            "POST",
+            "/v1/threads",
+            Some(serde_json::json!({"order": "order-idna", "store": "acme",
+                "shopper": {"email": IDNA_SHOPPER, "name": "Jane"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{idna}");
+    let idna_alias = idna["store_alias"].as_str().expect("store_alias").to_owned();
+    let mut trips = Vec::new();
+    let mut wrong = Vec::new();
+    for case in READER_CASES {
+        let (shopper, alias) = match case.shopper {
+            Some(s) => (s, idna_alias.as_str()),
+            None => (SHOPPER, h.store_alias.as_str()),
+        };
+        let sent = replace(&fixture(case.file), "{{STORE_ALIAS}}", alias);
+        let delivered = h.send(shopper, alias, &sent).await;
+        let name = format!("{} ({})", case.file, case.what);
+        match (case.handled, &delivered) {
+            (Handled::Rewritten, _) => {}
+            (Handled::ReaderRefuses, Err(reply))
+                if reply.starts_with("554 5.6.0") || reply.starts_with("5.6.0") =>
+            {
+                println!("refused  {name}: {reply}");
+                continue;
+            }
+            (Handled::GateRefuses(why), Err(reply))
+                if reply.contains("5.6.0") && reply.to_lowercase().contains(&why.to_lowercase()) =>
+            {
+                println!("refused  {name}: {reply}");
+                continue;
+            }
+            (expected, got) => {
+                wrong.push(format!(
+                    "{name}: expected {expected:?}, got {}",
+                    match got {
+                        Ok(d) => format!("delivered:\n{}", String::from_utf8_lossy(d)),
+                        Err(r) => format!("refused: {r}"),
+                    }
+                ));
+                continue;
+            }
+        }
+        let domain = shopper.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+        trips.push(Trip {
+            name,
+            sent,
+            delivered,
+            needles: vec![shopper.into()],
+            scope: Scope::Everything,
+            header_needles: vec![domain],
+        });
+    }
+    h.stop().await;
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+    let failures = judge(&trips, &[]);
+    assert_clean("issue 8 cases shopper → store", &trips, failures);
+}
+
+/// The mutation check: with the reader view and the gate disabled (the read-back done by
+/// the rewriter's own matcher, as before), every case the relay refuses would have been
+/// passed on, and what would have been delivered shows the address to a detector. So it
+/// is the reader view and the gate that stop them, and neither can be removed unnoticed.
+#[test]
+fn without_the_reader_view_the_refused_cases_pass_through() {
+    use maskrelay::rewrite::{self, IdMap, NamedAddress, Plan, RewriteError};
+    let plan = |shopper: &str| Plan {
+        from: NamedAddress { name: Some("Jane via Market".into()), address: "k3x@relay.example".into() },
+        reply_to: "k3x@relay.example".into(),
+        to: NamedAddress { name: Some("Acme Shop".into()), address: STORE_CONTACT.into() },
+        hidden_in_headers: vec![shopper.into()],
+        replace_in_body: vec![(shopper.into(), "k3x@relay.example".into())],
+        message_id: "m1@relay.example".into(),
+        extra_headers: Vec::new(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut jobs = Vec::new();
+    let mut rust_found = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for case in READER_CASES {
+        let shopper = case.shopper.unwrap_or(SHOPPER);
+        let raw = replace(&fixture(case.file), "{{STORE_ALIAS}}", "st0re@relay.example");
+        let message = rewrite::parse(&raw).expect("parses");
+        let plan = plan(shopper);
+        let now = rewrite::rewrite(&message, &raw, &plan, &IdMap::default());
+        let unchecked = rewrite::rewrite_unchecked(&message, &raw, &plan, &IdMap::default());
+        let before = rewrite::verify_by_matcher(&unchecked, &plan);
+        match (case.handled, &now) {
+            (Handled::Rewritten, Ok(out)) => {
+                let found = leak::find(out, &[shopper], Scope::Everything);
+                if !found.is_empty() {
+                    problems.push(format!("{}: rewritten but still shows: {found:?}", case.file));
+                }
+                continue;
+            }
+            (Handled::ReaderRefuses, Err(RewriteError::WouldLeak)) => {}
+            (Handled::GateRefuses(_), Err(RewriteError::Refused(_))) => {}
+            (h, got) => {
+                problems.push(format!(
+                    "{}: expected {h:?}, rewrite gave {:?}",
+                    case.file,
+                    got.as_ref().map(|_| "Ok")
+                ));
+                continue;
+            }
+        }
+        if before.is_err() {
+            problems.push(format!(
+                "{}: the old read-back refuses it too: the reader view is not what stops it",
+                case.file
+            ));
+        }
+        let path = dir.path().join(format!("{}.eml", case.file));
+        std::fs::write(&path, &unchecked).expect("write");
+        jobs.push(python::Job {
+            name: case.file.into(),
+            delivered: path,
+            sent: None,
+            needles: vec![shopper.into()],
+            headers_only: false,
+        });
+        rust_found.insert(case.file, leak::find(&unchecked, &[shopper], Scope::Everything));
+    }
+    let python = if python::available() { python::second_opinion(&jobs) } else { Default::default() };
+    for job in &jobs {
+        let rust = &rust_found[job.name.as_str()];
+        let py = python.get(&job.name).map(|v| v.leaks.clone()).unwrap_or_default();
+        println!(
+            "without the reader view {}: rust {} findings, python {} findings",
+            job.name,
+            rust.len(),
+            py.len()
+        );
+        if rust.is_empty() && py.is_empty() {
+            problems.push(format!("{}: would pass through, but no detector shows a leak in it", job.name));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

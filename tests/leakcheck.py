@@ -14,7 +14,12 @@ quoted-printable decoding of the whole message; as base64 at each of the 3 align
 (line breaks removed); in every header of every part, unfolded and RFC 2047-decoded,
 with RFC 2231 parameters joined and decoded; in every part body after transfer and
 charset decoding, then after HTML character references, percent-encoding, both in
-turn, RFC 2047 words in the text, and format=flowed soft breaks.
+turn, RFC 2047 words in the text, and format=flowed soft breaks. Each view is also read
+as a person sees it: HTML rendered by Python's html.parser (text nodes joined across tags
+and comments, the attribute values), NFKC (unicodedata) with invisible format characters
+dropped, and the address syntax for the same mailbox reduced (white space and folding,
+quotes, comments). Needles are looked for with their domain in both IDNA forms (the idna
+codec).
 """
 
 import base64
@@ -24,9 +29,11 @@ import email
 import email.policy
 import hashlib
 import html
+import html.parser
 import json
 import re
 import sys
+import unicodedata
 import urllib.parse
 
 ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
@@ -91,6 +98,73 @@ def unflow(text, delsp):
     return re.sub(r" \r?\n>*[ ]?", sep, text)
 
 
+class Rendered(html.parser.HTMLParser):
+    """What a browser shows of HTML: the text nodes, and the attribute values a reader
+    sees or follows."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+    def handle_starttag(self, tag, attrs):
+        for _, value in attrs:
+            if value:
+                self.parts.append(" " + value + " ")
+
+    handle_startendtag = handle_starttag
+
+
+def rendered(text):
+    r = Rendered()
+    try:
+        r.feed(text)
+        r.close()
+    except Exception:  # noqa: BLE001 - a second opinion must not stop on bad HTML
+        return text
+    return "".join(r.parts)
+
+
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt), which unicodedata
+# does not expose: shown as nothing.
+INVISIBLE_RANGES = [
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+]
+
+
+def invisible(c):
+    o = ord(c)
+    return any(lo <= o <= hi for lo, hi in INVISIBLE_RANGES)
+
+
+def squeeze(text, uncomment):
+    """NFKC, invisible characters dropped, then white space, quotes, backslashes and
+    (uncomment) parenthesized comments removed: the same mailbox in any address syntax."""
+    out = []
+    depth = 0
+    for c in unicodedata.normalize("NFKC", text):
+        if invisible(c):
+            continue
+        if c.isspace() or unicodedata.category(c) == "Cc" or c in "\"\\":
+            continue
+        if uncomment:
+            if c == "(":
+                depth += 1
+                continue
+            if c == ")" and depth:
+                depth -= 1
+                continue
+            if depth:
+                continue
+        out.append(c)
+    return "".join(out)
+
+
 def text_views(text):
     """The text and what a reader or a mail client may turn it into."""
     views = [("text", text)]
@@ -100,7 +174,29 @@ def text_views(text):
     views.append(("html-entities+percent", urllib.parse.unquote(unescaped, errors="replace")))
     views.append(("rfc2047-in-text", decode_encoded_words(text)))
     views.append(("rfc2047+html-entities", html.unescape(decode_encoded_words(text))))
+    shown = rendered(text)
+    qp = qp_decode(text.encode("utf-8", "surrogateescape")).decode("utf-8", "replace")
+    for how, view in [
+        ("html.parser", shown),
+        ("html.parser+percent", urllib.parse.unquote(shown, errors="replace")),
+        ("text", text),
+        ("quoted-printable", qp),
+    ]:
+        views.append((f"{how}, NFKC, address syntax", squeeze(view, False)))
+        views.append((f"{how}, NFKC, comments removed", squeeze(view, True)))
     return views
+
+
+def idna_forms(needle):
+    forms = {needle.lower()}
+    local, _, domain = needle.lower().rpartition("@")
+    if local:
+        for conv in (lambda d: d.encode("idna").decode("ascii"), lambda d: d.encode("ascii").decode("idna")):
+            try:
+                forms.add(f"{local}@{conv(domain).lower()}")
+            except (UnicodeError, ValueError):
+                pass
+    return sorted(forms)
 
 
 def base64_forms(needle):
@@ -119,7 +215,7 @@ def base64_forms(needle):
 
 class Finder:
     def __init__(self, needles):
-        self.needles = [n.lower() for n in needles]
+        self.needles = [f for n in needles for f in idna_forms(n)]
         self.leaks = []
 
     def text(self, where, text):

@@ -34,11 +34,28 @@ const MAX_DEPTH: usize = 32;
 
 /// The body of `message` with every real address of `replace` (lowercase, alias) replaced.
 pub fn rewrite(message: &Message<'_>, replace: &[(String, String)]) -> BodyRewrite {
+    run(message, &Job { replace, headers_only: false })
+}
+
+/// The body of `message` with every address of `replace` replaced in the header fields of
+/// its parts (attachment names, descriptions, forwarded messages' headers) only: toward a
+/// shopper, whose bodies the SPEC leaves alone.
+pub fn rewrite_part_headers(message: &Message<'_>, replace: &[(String, String)]) -> BodyRewrite {
+    run(message, &Job { replace, headers_only: true })
+}
+
+/// What one rewrite replaces, and where.
+struct Job<'a> {
+    replace: &'a [(String, String)],
+    headers_only: bool,
+}
+
+fn run(message: &Message<'_>, job: &Job<'_>) -> BodyRewrite {
     let buf: &[u8] = &message.raw_message;
     let body_start = message.parts.first().map_or(buf.len(), |p| (p.offset_body as usize).min(buf.len()));
     let mut splices = Vec::new();
     let content_headers =
-        if replace.is_empty() { None } else { part(message, buf, 0, replace, &mut splices, 0, true) };
+        if job.replace.is_empty() { None } else { part(message, buf, 0, job, &mut splices, 0, true) };
     BodyRewrite { content_headers, bytes: apply(buf, body_start, splices) }
 }
 
@@ -71,7 +88,7 @@ fn part(
     m: &Message<'_>,
     buf: &[u8],
     id: usize,
-    replace: &[(String, String)],
+    job: &Job<'_>,
     out: &mut Vec<Splice>,
     depth: usize,
     top: bool,
@@ -80,7 +97,7 @@ fn part(
     if depth > MAX_DEPTH {
         return None;
     }
-    let reencoded = body(m, buf, id, replace, out, depth);
+    let reencoded = body(m, buf, id, job, out, depth);
     let content = reencoded.map(|(headers, bytes)| {
         let (start, end) = body_range(p, buf);
         out.push((start, end, ending_like(bytes, &buf[start..end])));
@@ -89,7 +106,10 @@ fn part(
     if top {
         return content;
     }
-    header_fields(p, buf, replace, content.as_deref(), out);
+    // A forwarded message's own header block (id 0 below the top): its trace fields name
+    // the shopper's hosts and addresses, and a reader needs none of them.
+    let forwarded = id == 0 && !job.headers_only;
+    header_fields(p, buf, job.replace, content.as_deref(), out, forwarded);
     None
 }
 
@@ -105,13 +125,19 @@ fn body(
     m: &Message<'_>,
     buf: &[u8],
     id: usize,
-    replace: &[(String, String)],
+    job: &Job<'_>,
     out: &mut Vec<Splice>,
     depth: usize,
 ) -> Option<(ContentHeaders, Vec<u8>)> {
     let p = &m.parts[id];
     let (start, end) = body_range(p, buf);
+    let replace = job.replace;
     match &p.body {
+        PartType::Text(_) | PartType::Html(_) | PartType::Binary(_) | PartType::InlineBinary(_)
+            if job.headers_only =>
+        {
+            None
+        }
         PartType::Text(t) | PartType::Html(t) => match text_part(p, t, &buf[start..end], replace) {
             TextChange::None => None,
             TextChange::InPlace(bytes) => {
@@ -128,7 +154,7 @@ fn body(
         }
         PartType::Binary(_) | PartType::InlineBinary(_) => None,
         PartType::Message(nested) => {
-            nested_message(p, nested, buf, replace, out, depth);
+            nested_message(p, nested, buf, job, out, depth);
             None
         }
         PartType::Multipart(children) => {
@@ -137,11 +163,15 @@ fn body(
             let mut at = start;
             for &c in children.iter().filter(|c| **c as usize != id) {
                 let Some(child) = m.parts.get(c as usize) else { continue };
-                gap(buf, at, child.offset_header as usize, replace, out);
-                part(m, buf, c as usize, replace, out, depth + 1, false);
+                if !job.headers_only {
+                    gap(buf, at, child.offset_header as usize, replace, out);
+                }
+                part(m, buf, c as usize, job, out, depth + 1, false);
                 at = child.offset_end as usize;
             }
-            gap(buf, at, end, replace, out);
+            if !job.headers_only {
+                gap(buf, at, end, replace, out);
+            }
             None
         }
     }
@@ -164,6 +194,7 @@ fn header_fields(
     replace: &[(String, String)],
     content: Option<&[(String, String)]>,
     out: &mut Vec<Splice>,
+    forwarded: bool,
 ) {
     let mut content_written = false;
     for h in &p.headers {
@@ -172,6 +203,10 @@ fn header_fields(
             continue;
         }
         let name = h.name.as_str();
+        if forwarded && FORWARDED_TRACE.iter().any(|t| name.eq_ignore_ascii_case(t)) {
+            out.push((start, end, Vec::new()));
+            continue;
+        }
         let is_content = name.eq_ignore_ascii_case("content-type")
             || name.eq_ignore_ascii_case("content-transfer-encoding");
         if let (Some(content), true) = (content, is_content) {
@@ -207,6 +242,17 @@ fn header_fields(
     }
 }
 
+/// Trace fields of a forwarded message, dropped: they name the sender's hosts and IPs.
+const FORWARDED_TRACE: &[&str] = &[
+    "received",
+    "x-received",
+    "x-originating-ip",
+    "x-forwarded-for",
+    "return-path",
+    "delivered-to",
+    "x-original-to",
+];
+
 enum TextChange {
     None,
     /// The body's own bytes with the addresses replaced: transfer encoding and charset
@@ -221,6 +267,12 @@ enum TextChange {
 /// address is replaced right there; otherwise the text is re-encoded as UTF-8.
 fn text_part(p: &MessagePart<'_>, decoded: &str, raw: &[u8], replace: &[(String, String)]) -> TextChange {
     let reading = reading(p);
+    if is_directory(p)
+        && let Some(new) = directory(decoded, replace)
+    {
+        let (headers, body) = encode_part(p, &new, replace);
+        return TextChange::Reencoded(headers, body);
+    }
     if !text::contains(decoded.as_bytes(), replace, reading) {
         return TextChange::None;
     }
@@ -239,6 +291,90 @@ fn text_part(p: &MessagePart<'_>, decoded: &str, raw: &[u8], replace: &[(String,
         text::rewrite(decoded.as_bytes(), replace, reading).unwrap_or_else(|| decoded.as_bytes().to_vec());
     let (headers, body) = encode_part(p, &String::from_utf8_lossy(&new), replace);
     TextChange::Reencoded(headers, body)
+}
+
+/// iCalendar and vCard parts, whose readers unfold content lines before they read them.
+fn is_directory(p: &MessagePart<'_>) -> bool {
+    p.content_type().is_some_and(|ct| {
+        let t = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase();
+        ["text/calendar", "text/vcard", "text/x-vcard", "text/directory", "text/x-vcalendar"]
+            .contains(&t.as_str())
+    })
+}
+
+/// An iCalendar (RFC 5545 3.1) or vCard (RFC 6350 3.2) text read the way its readers read
+/// it: content lines unfolded, vCard 2.1 quoted-printable values (soft breaks `=` CRLF)
+/// decoded. When a hidden address shows there, the text with it replaced: quoted-printable
+/// values encoded again, other lines folded again at 75 octets. None when none shows.
+fn directory(text: &str, replace: &[(String, String)]) -> Option<String> {
+    let unfolded = text.replace("\r\n", "\n").replace("\n ", "").replace("\n\t", "");
+    let mut lines = unfolded.split('\n');
+    let mut out = Vec::new();
+    let mut changed = false;
+    while let Some(line) = lines.next() {
+        let qp =
+            line.split_once(':').filter(|(head, _)| head.to_ascii_uppercase().contains("QUOTED-PRINTABLE"));
+        if let Some((head, value)) = qp {
+            let mut value = value.to_owned();
+            while value.ends_with('=') {
+                value.pop();
+                match lines.next() {
+                    Some(next) => value.push_str(next),
+                    None => break,
+                }
+            }
+            let bytes = quoted_printable::decode(value.as_bytes(), quoted_printable::ParseMode::Robust)
+                .unwrap_or_else(|_| value.clone().into_bytes());
+            match text::rewrite(&bytes, replace, Reading::default()) {
+                Some(new) => {
+                    changed = true;
+                    out.push(format!("{head}:{}", qp_value(&new)));
+                }
+                None => out.push(format!("{head}:{value}")),
+            }
+            continue;
+        }
+        match text::rewrite(line.as_bytes(), replace, Reading::default()) {
+            Some(new) => {
+                changed = true;
+                out.push(fold_content_line(&String::from_utf8_lossy(&new)));
+            }
+            None => out.push(fold_content_line(line)),
+        }
+    }
+    changed.then(|| out.join("\r\n"))
+}
+
+/// A vCard 2.1 quoted-printable value on one line: `=XX` for all but printable ASCII.
+fn qp_value(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if (b' '..=b'~').contains(&b) && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+/// A content line folded so no line exceeds 75 octets (RFC 5545 3.1), at character
+/// boundaries, continuation lines starting with a space.
+fn fold_content_line(line: &str) -> String {
+    if line.len() <= 75 {
+        return line.to_owned();
+    }
+    let mut out = String::with_capacity(line.len() + line.len() / 70 * 3);
+    let mut width = 0;
+    for c in line.chars() {
+        if width + c.len_utf8() > 75 {
+            out.push_str("\r\n ");
+            width = 1;
+        }
+        out.push(c);
+        width += c.len_utf8();
+    }
+    out
 }
 
 fn longest_line(bytes: &[u8]) -> usize {
@@ -339,6 +475,9 @@ pub fn is_report(p: &MessagePart<'_>) -> bool {
                     "disposition-notification",
                     "global-delivery-status",
                     "global-disposition-notification",
+                    "feedback-report",
+                    "global-headers",
+                    "rfc822-headers",
                 ]
                 .iter()
                 .any(|r| s.eq_ignore_ascii_case(r))
@@ -369,17 +508,17 @@ fn nested_message(
     p: &MessagePart<'_>,
     nested: &Message<'_>,
     buf: &[u8],
-    replace: &[(String, String)],
+    job: &Job<'_>,
     out: &mut Vec<Splice>,
     depth: usize,
 ) {
     let inner: &[u8] = &nested.raw_message;
     if inner.len() == buf.len() && (std::ptr::eq(inner.as_ptr(), buf.as_ptr()) || inner == buf) {
-        part(nested, buf, 0, replace, out, depth + 1, false);
+        part(nested, buf, 0, job, out, depth + 1, false);
         return;
     }
     let mut inner_splices = Vec::new();
-    part(nested, inner, 0, replace, &mut inner_splices, depth + 1, false);
+    part(nested, inner, 0, job, &mut inner_splices, depth + 1, false);
     if inner_splices.is_empty() {
         return;
     }
@@ -518,5 +657,43 @@ mod tests {
         whole.extend_from_slice(out.as_bytes());
         let again = parse(&whole).unwrap();
         assert_eq!(again.attachment(0).unwrap().attachment_name(), Some("k3x@relay.example.pdf"));
+    }
+
+    #[test]
+    fn calendar_and_vcard_lines_are_unfolded_rewritten_and_folded_again() {
+        let raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/calendar; charset=utf-8\r\n\r\nBEGIN:VEVENT\r\nORGANIZER:mailto:jane@exa\r\n mple.com\r\nEND:VEVENT\r\n--b\r\nContent-Type: text/x-vcard\r\n\r\nBEGIN:VCARD\r\nVERSION:2.1\r\nEMAIL;ENCODING=QUOTED-PRINTABLE:jane=40exam=\r\nple.com\r\nEND:VCARD\r\n--b--\r\n";
+        let out = body_of(raw).bytes;
+        let mut whole = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+        whole.extend_from_slice(&out);
+        let again = parse(&whole).unwrap();
+        let all: String = again.parts.iter().filter_map(|p| p.text_contents()).collect();
+        let (ics, vcf) = (&all, &all);
+        assert!(ics.contains("ORGANIZER:mailto:k3x@relay.example\r\n"), "{ics}");
+        assert!(vcf.contains("EMAIL;ENCODING=QUOTED-PRINTABLE:k3x@relay.example"), "{vcf}");
+        assert!(!vcf.to_lowercase().contains("jane"), "{vcf}");
+    }
+
+    #[test]
+    fn long_content_lines_fold_at_75_octets() {
+        let line = format!("DESCRIPTION:{}", "é".repeat(60));
+        let folded = fold_content_line(&line);
+        assert!(folded.split("\r\n").all(|l| l.len() <= 75), "{folded}");
+        assert_eq!(folded.replace("\r\n ", ""), line);
+    }
+
+    #[test]
+    fn part_headers_only_toward_a_shopper() {
+        let raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Description: from jane@example.com\r\n\r\nbody names jane@example.com\r\n--b\r\nContent-Type: application/pdf; name=\"jane@example.com.pdf\"\r\n\r\nJVBERi0=\r\n--b--\r\n";
+        let out = String::from_utf8(rewrite_part_headers(&parse(raw).unwrap(), &replace()).bytes).unwrap();
+        assert!(out.contains("Content-Description: from k3x@relay.example\r\n"), "{out}");
+        assert!(out.contains("k3x@relay.example.pdf"), "{out}");
+        assert!(out.contains("body names jane@example.com"), "bodies stay: {out}");
+    }
+
+    #[test]
+    fn forwarded_trace_fields_are_dropped() {
+        let raw = b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: message/rfc822\r\n\r\nReceived: from pc.home.example ([192.0.2.7])\r\nX-Originating-IP: [192.0.2.7]\r\nFrom: someone@else.example\r\nSubject: hi\r\n\r\nhello\r\n--o--\r\n";
+        let out = String::from_utf8(body_of(raw).bytes).unwrap();
+        assert!(!out.contains("192.0.2.7") && out.contains("Subject: hi\r\n"), "{out}");
     }
 }

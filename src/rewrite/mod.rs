@@ -3,9 +3,11 @@
 //! rewritten only where a hidden address occurs. Everything else stays byte-for-byte.
 
 pub mod body;
+pub mod gate;
 pub mod headers;
 pub mod ids;
 pub mod plan;
+pub mod reader;
 pub mod text;
 
 use mail_parser::{Message, MessageParser, PartType};
@@ -25,6 +27,9 @@ pub enum RewriteError {
     /// do not, so a part it takes for an attachment could be shown to a reader as text.
     #[error("a header field name holds white space or a control character")]
     AmbiguousFieldName,
+    /// Toward a store: the strict MIME gate refused it (`gate::Refusal::sentence` says why).
+    #[error("{0}")]
+    Refused(gate::Refusal),
 }
 
 /// A mailbox as written in a header: display name and address.
@@ -55,6 +60,24 @@ pub struct Plan {
     pub extra_headers: Vec<(&'static str, String)>,
 }
 
+impl Plan {
+    /// Mail toward a store: the only direction with addresses to replace in the body
+    /// (the SPEC hides store addresses in headers only).
+    pub fn toward_store(&self) -> bool {
+        !self.replace_in_body.is_empty()
+    }
+
+    /// The addresses the reader must not see in the header block.
+    fn head_needles(&self) -> reader::Needles {
+        reader::Needles::new(
+            self.hidden_in_headers
+                .iter()
+                .chain(self.replace_in_body.iter().map(|(real, _)| real))
+                .map(String::as_str),
+        )
+    }
+}
+
 /// Parses a message the way the rest of the relay does.
 pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
     MessageParser::default().parse(raw)
@@ -68,20 +91,81 @@ pub fn rewrite(message: &Message<'_>, raw: &[u8], plan: &Plan, ids: &IdMap) -> R
     if has_ambiguous_field_name(message, 0) {
         return Err(RewriteError::AmbiguousFieldName);
     }
-    let body = body::rewrite(message, &plan.replace_in_body);
-    let mut out = Vec::with_capacity(raw.len() + 512);
-    headers::write(&mut out, message, plan, ids, body.content_headers.as_ref());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body.bytes);
+    if plan.toward_store() {
+        gate::check(message).map_err(RewriteError::Refused)?;
+    }
+    let out = write(message, raw, plan, ids);
     verify(&out, plan)?;
     Ok(out)
 }
 
-/// The rewritten message read as a reader would: no hidden address in its header block,
-/// and none of `replace_in_body` anywhere the rewriter answers for (every header field,
-/// text, report, preamble and epilogue, in forwarded messages too). Attachments that are
-/// not text are passed as they are and not looked into.
+/// The rewritten message, not yet read back. Toward a store every hidden address is
+/// replaced wherever the rewriter reads (in both IDNA forms of its domain); toward a
+/// shopper the store's addresses are replaced in the header fields of every part too.
+fn write(message: &Message<'_>, raw: &[u8], plan: &Plan, ids: &IdMap) -> Vec<u8> {
+    let body = if plan.toward_store() {
+        body::rewrite(message, &with_idna_forms(&plan.replace_in_body))
+    } else {
+        let hidden: Vec<(String, String)> =
+            plan.hidden_in_headers.iter().map(|h| (h.to_lowercase(), plan.from.address.clone())).collect();
+        body::rewrite_part_headers(message, &with_idna_forms(&hidden))
+    };
+    let mut out = Vec::with_capacity(raw.len() + 512);
+    headers::write(&mut out, message, plan, ids, body.content_headers.as_ref());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body.bytes);
+    out
+}
+
+/// Each `(real, alias)` also with the real address's domain in its other IDNA form
+/// (A-label for U-label and back): a reader's mail program shows and follows both.
+fn with_idna_forms(replace: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out = replace.to_vec();
+    for (real, alias) in replace {
+        let Some((local, domain)) = real.rsplit_once('@') else { continue };
+        let ascii = idna::domain_to_ascii(domain).map(|d| d.to_lowercase()).ok();
+        let unicode = Some(idna::domain_to_unicode(domain).0.to_lowercase());
+        for d in [ascii, unicode].into_iter().flatten() {
+            let other = format!("{local}@{d}");
+            if !out.iter().any(|(r, _)| *r == other) {
+                out.push((other, alias.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The rewritten message read back with the reader-side view (`reader`), which shares
+/// nothing with the rewriter's matcher: no hidden address in the root header block, and
+/// toward a store none of the shopper's anywhere a reader looks (every header field, text
+/// as shown, HTML as rendered, reports, nested messages at any depth); toward a shopper
+/// none of the store's in the header fields of any part. Attachments that are not text are
+/// passed as they are and not looked into.
 pub fn verify(out: &[u8], plan: &Plan) -> Result<(), RewriteError> {
+    if parse(out).is_none() {
+        return Err(RewriteError::WouldLeak);
+    }
+    let head = plan.head_needles();
+    if reader::find_in_head(out, &head).is_some() {
+        return Err(RewriteError::WouldLeak);
+    }
+    let found = if plan.toward_store() {
+        let body = reader::Needles::new(plan.replace_in_body.iter().map(|(real, _)| real.as_str()));
+        reader::find(out, &body, reader::Reach::Everything)
+    } else {
+        reader::find(out, &head, reader::Reach::Headers)
+    };
+    match found {
+        Some(_) => Err(RewriteError::WouldLeak),
+        None => Ok(()),
+    }
+}
+
+/// The read-back as it was before the reader view: the rewriter's own matcher run again.
+/// Not used by the relay; kept so a test can show what the reader view catches that the
+/// matcher lets through (the mutation check in tests/hostile.rs).
+#[doc(hidden)]
+pub fn verify_by_matcher(out: &[u8], plan: &Plan) -> Result<(), RewriteError> {
     let message = parse(out).ok_or(RewriteError::WouldLeak)?;
     let root = &message.parts[0];
     let hidden: Vec<(String, String)> =
@@ -96,6 +180,12 @@ pub fn verify(out: &[u8], plan: &Plan) -> Result<(), RewriteError> {
         return Err(RewriteError::WouldLeak);
     }
     Ok(())
+}
+
+/// `rewrite` without the gate and the read-back, for the mutation check only.
+#[doc(hidden)]
+pub fn rewrite_unchecked(message: &Message<'_>, raw: &[u8], plan: &Plan, ids: &IdMap) -> Vec<u8> {
+    write(message, raw, plan, ids)
 }
 
 fn shows_below(m: &Message<'_>, id: usize, replace: &[(String, String)], depth: usize) -> bool {
@@ -256,9 +346,10 @@ mod tests {
         }
         raw.push_str("Content-Type: text/plain\r\n\r\nwrite to jane@example.com\r\n");
         let message = parse(raw.as_bytes()).unwrap();
-        assert_eq!(
+        // (The MIME gate refuses such nesting before the read-back would.)
+        assert!(matches!(
             rewrite(&message, raw.as_bytes(), &plan(), &IdMap::default()),
-            Err(RewriteError::WouldLeak)
-        );
+            Err(RewriteError::WouldLeak | RewriteError::Refused(gate::Refusal::TooDeep))
+        ));
     }
 }

@@ -73,8 +73,10 @@ pub const AMBIGUOUS_FIELD_NAME: Reply = r(
     554,
     "5.6.0 A header field name contains white space or a control character, which mail readers read differently; write field names without them (Content-Type:)",
 );
-pub const CANNOT_REWRITE: Reply =
-    r(554, "5.6.0 Message content could not be rewritten without revealing a real address; it was not sent");
+pub const CANNOT_REWRITE: Reply = r(
+    554,
+    "5.6.0 A real address would still be readable in this message after rewriting (e.g. split by HTML markup, in full-width characters or in a part the relay cannot rewrite); remove it or write it plainly, and send again",
+);
 
 pub const GREET_FIRST: Reply = r(503, "5.5.1 Send EHLO or HELO first");
 pub const MAIL_FIRST: Reply = r(503, "5.5.1 Send MAIL FROM first");

@@ -256,6 +256,10 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
             }
             Err(rewrite::RewriteError::Unparseable) => return reply::UNPARSEABLE,
             Err(rewrite::RewriteError::AmbiguousFieldName) => return reply::AMBIGUOUS_FIELD_NAME,
+            Err(rewrite::RewriteError::Refused(why)) => {
+                info!(thread = %rcpt.thread.id, reason = ?why, "MIME gate refused the message");
+                return Reply::new(554, format!("5.6.0 {}", why.sentence()));
+            }
         };
         mappings.extend(idmap.new_mappings.iter().map(|(relay, original)| IdMapping {
             thread_id: rcpt.thread.id.clone(),

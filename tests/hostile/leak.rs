@@ -25,7 +25,7 @@ pub enum Scope {
 
 /// Every place the needles occur, as "where: needle (how)"; empty when none does.
 pub fn find(raw: &[u8], needles: &[&str], scope: Scope) -> Vec<String> {
-    let mut f = Finder { needles: needles.iter().map(|n| n.to_lowercase()).collect(), leaks: Vec::new() };
+    let mut f = Finder { needles: with_idna_forms(needles), leaks: Vec::new() };
     let Some(message) = MessageParser::default().parse(raw) else {
         f.bytes("unparseable message", raw);
         return f.leaks;
@@ -85,14 +85,134 @@ impl Finder {
 fn text_views(text: &str) -> Vec<(&'static str, String)> {
     let unescaped = html_unescape(text);
     let words = decode_encoded_words(text.as_bytes());
-    vec![
+    let rendered = html_unescape(&strip_tags(text));
+    let mut views = vec![
         ("text", text.to_owned()),
         ("html-entities", unescaped.clone()),
         ("percent", percent_decode(text)),
         ("html-entities+percent", percent_decode(&unescaped)),
         ("rfc2047-in-text", words.clone()),
         ("rfc2047+html-entities", html_unescape(&words)),
+        ("quoted-printable", String::from_utf8_lossy(&qp_decode(text.as_bytes())).into_owned()),
+    ];
+    // What a reader shows of the same characters: tags and comments gone, NFKC, invisible
+    // code points dropped, and the address syntax that names the same mailbox reduced
+    // (white space and folding, quotes, comments).
+    let more: Vec<(&'static str, String)> = [
+        ("tags stripped", rendered.clone()),
+        ("tags stripped+percent", percent_decode(&rendered)),
+        ("text", text.to_owned()),
+        ("html-entities+percent", percent_decode(&unescaped)),
+        ("quoted-printable", String::from_utf8_lossy(&qp_decode(text.as_bytes())).into_owned()),
     ]
+    .into_iter()
+    .flat_map(|(how, v)| {
+        let squeezed = squeeze(&v, false);
+        let uncommented = squeeze(&v, true);
+        [(how, squeezed), (how, uncommented)]
+    })
+    .map(|(how, v)| (normalized_label(how), v))
+    .collect();
+    views.extend(more);
+    views
+}
+
+fn normalized_label(how: &'static str) -> &'static str {
+    match how {
+        "tags stripped" => "html rendered, NFKC, address syntax",
+        "tags stripped+percent" => "html rendered+percent, NFKC, address syntax",
+        "text" => "NFKC, invisible characters, address syntax",
+        "html-entities+percent" => "html-entities+percent, NFKC, address syntax",
+        _ => "quoted-printable, NFKC, address syntax",
+    }
+}
+
+/// NFKC, default-ignorable code points dropped, then white space, quotes, backslashes and
+/// (`uncomment`) parenthesized comments removed.
+fn squeeze(text: &str, uncomment: bool) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let mut out = String::with_capacity(text.len());
+    let mut depth = 0usize;
+    for c in text.nfkc() {
+        let ignorable = matches!(c as u32, 0xAD | 0x34F | 0x61C | 0x115F | 0x1160 | 0x17B4 | 0x17B5
+            | 0x180B..=0x180F | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164
+            | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0xE0000..=0xE0FFF);
+        if ignorable || c.is_whitespace() || c.is_control() || c == '"' || c == '\\' {
+            continue;
+        }
+        if uncomment {
+            if c == '(' {
+                depth += 1;
+                continue;
+            }
+            if c == ')' && depth > 0 {
+                depth -= 1;
+                continue;
+            }
+            if depth > 0 {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// HTML without tags and comments (text nodes joined, as a browser lays inline text).
+fn strip_tags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        let end = if after.starts_with("<!--") {
+            after.find("-->").map(|e| e + 3)
+        } else if after[1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '/' || c == '!') {
+            after.find('>').map(|e| e + 1)
+        } else {
+            out.push('<');
+            rest = &after[1..];
+            continue;
+        };
+        match end {
+            Some(e) => {
+                // Attribute values a reader sees or follows stay, between spaces.
+                let tag = &after[..e];
+                for value in tag.split(['"', '\'']).skip(1).step_by(2) {
+                    out.push(' ');
+                    out.push_str(value);
+                    out.push(' ');
+                }
+                rest = &after[e..];
+            }
+            None => {
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The needles, lowercase, each also with its domain in the other IDNA form.
+fn with_idna_forms(needles: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in needles {
+        let n = n.to_lowercase();
+        let mut forms = vec![n.clone()];
+        if let Some((local, domain)) = n.rsplit_once('@') {
+            if let Ok(a) = idna::domain_to_ascii(domain) {
+                forms.push(format!("{local}@{}", a.to_lowercase()));
+            }
+            forms.push(format!("{local}@{}", idna::domain_to_unicode(domain).0.to_lowercase()));
+        }
+        for f in forms {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out
 }
 
 fn part(f: &mut Finder, m: &Message<'_>, id: usize, place: &str, depth: usize) {
@@ -101,6 +221,7 @@ fn part(f: &mut Finder, m: &Message<'_>, id: usize, place: &str, depth: usize) {
         return;
     }
     headers(f, m, id, place);
+    lenient_body(f, m, p, place);
     // Offsets of a nested message's parts count from the start of the outer message's
     // bytes (`raw_message`), not from the nested message (`raw_message()`).
     let raw: &[u8] = m.raw_message.as_ref();
@@ -124,6 +245,13 @@ fn part(f: &mut Finder, m: &Message<'_>, id: usize, place: &str, depth: usize) {
             let what = format!("{place} body ({})", content_type(p));
             f.bytes(&what, b);
             f.text(&what, &String::from_utf8_lossy(b));
+            let utf16: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            f.text(&format!("{what} as UTF-16LE"), &String::from_utf16_lossy(&utf16));
+            if content_type(p).starts_with("message/")
+                && let Some(inner) = MessageParser::default().parse(b.as_ref())
+            {
+                part(f, &inner, 0, &format!("{place}.1 (parsed again)"), depth + 1);
+            }
         }
         PartType::Message(inner) => part(f, inner, 0, &format!("{place}.1"), depth + 1),
         PartType::Multipart(children) => {
@@ -141,6 +269,83 @@ fn part(f: &mut Finder, m: &Message<'_>, id: usize, place: &str, depth: usize) {
                 }
             }
         }
+    }
+}
+
+/// The part's body as a lenient reader decodes it: base64 skipping what is not in the
+/// alphabet, and in charsets mail-parser does not read (UTF-32, EBCDIC code page 037).
+fn lenient_body(f: &mut Finder, m: &Message<'_>, p: &mail_parser::MessagePart<'_>, place: &str) {
+    if matches!(p.body, PartType::Multipart(_) | PartType::Message(_)) {
+        return;
+    }
+    let raw: &[u8] = m.raw_message.as_ref();
+    let end = (p.offset_end as usize).min(raw.len());
+    let body = raw.get((p.offset_body as usize).min(end)..end).unwrap_or_default();
+    let cte = p
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.name.as_str().eq_ignore_ascii_case("content-transfer-encoding"))
+        .map(|h| {
+            String::from_utf8_lossy(&raw[h.offset_start as usize..h.offset_end as usize])
+                .trim()
+                .to_lowercase()
+        })
+        .unwrap_or_default();
+    let bytes: Vec<u8> = if cte == "base64" {
+        let clean: Vec<u8> =
+            body.iter().copied().filter(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/').collect();
+        let mut padded = clean.clone();
+        padded.truncate(clean.len() / 4 * 4 + if clean.len() % 4 > 1 { clean.len() % 4 } else { 0 });
+        while padded.len() % 4 != 0 {
+            padded.push(b'=');
+        }
+        base64::engine::general_purpose::STANDARD.decode(&padded).unwrap_or_default()
+    } else {
+        body.to_vec()
+    };
+    let what = format!("{place} body, leniently decoded");
+    f.bytes(&what, &bytes);
+    let charset = p.content_type().and_then(|ct| ct.attribute("charset")).unwrap_or("").to_ascii_lowercase();
+    let text = if charset.starts_with("utf-32") || charset.starts_with("ucs-4") {
+        let le = charset.ends_with("le") || bytes.starts_with(&[0xff, 0xfe, 0, 0]);
+        bytes
+            .chunks_exact(4)
+            .filter_map(|c| {
+                let v = if le {
+                    u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+                } else {
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]])
+                };
+                char::from_u32(v)
+            })
+            .collect()
+    } else if ["ibm037", "cp037", "ebcdic-cp-us", "ibm-037", "ibm500", "cp500", "ibm1047"]
+        .contains(&charset.as_str())
+    {
+        bytes.iter().map(|b| ebcdic(*b)).collect()
+    } else {
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    f.text(&what, &text);
+}
+
+/// EBCDIC code page 037: letters, digits and the characters of an address.
+fn ebcdic(b: u8) -> char {
+    match b {
+        0x81..=0x89 => (b'a' + (b - 0x81)) as char,
+        0x91..=0x99 => (b'j' + (b - 0x91)) as char,
+        0xa2..=0xa9 => (b's' + (b - 0xa2)) as char,
+        0xc1..=0xc9 => (b'A' + (b - 0xc1)) as char,
+        0xd1..=0xd9 => (b'J' + (b - 0xd1)) as char,
+        0xe2..=0xe9 => (b'S' + (b - 0xe2)) as char,
+        0xf0..=0xf9 => (b'0' + (b - 0xf0)) as char,
+        0x7c => '@',
+        0x4b => '.',
+        0x60 => '-',
+        0x6d => '_',
+        0x4e => '+',
+        _ => ' ',
     }
 }
 

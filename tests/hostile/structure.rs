@@ -43,12 +43,15 @@ fn walk(m: &Message<'_>, id: usize, depth: usize, out: &mut Vec<Node>) {
     });
     // A part the parser could not read as declared (a multipart whose boundary never
     // comes, broken base64) is shown as text, and may be rewritten like text.
-    // Delivery and read reports (RFC 3464, RFC 8098) are text that names the recipient.
+    // Delivery and read reports (RFC 3464, RFC 8098), feedback reports (RFC 5965) and
+    // message/global-headers (RFC 6532) are header fields that name the sender.
     let report = [
         "message/delivery-status",
         "message/disposition-notification",
         "message/global-delivery-status",
         "message/global-disposition-notification",
+        "message/feedback-report",
+        "message/global-headers",
     ];
     let is_text = content_type.starts_with("text/")
         || report.contains(&content_type.as_str())
