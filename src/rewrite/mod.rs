@@ -233,8 +233,15 @@ fn has_ambiguous_field_name(m: &Message<'_>, depth: usize) -> bool {
         return false;
     }
     let buf: &[u8] = &m.raw_message;
-    m.parts.iter().any(|p| {
+    m.parts.iter().enumerate().any(|(i, p)| {
+        // The root header block is written anew from an allowlist: only the fields
+        // mail-parser gives a meaning to (and so may pass or act on) count there. Below
+        // it, every field does: the header blocks of parts pass as they are.
+        let strict = depth > 0 || i > 0;
         let name_ok = |h: &mail_parser::Header<'_>| {
+            if !strict && matches!(h.name, mail_parser::HeaderName::Other(_)) {
+                return true;
+            }
             let field = buf.get(h.offset_field as usize..h.offset_end as usize).unwrap_or_default();
             let name = field.split(|&b| b == b':').next().unwrap_or_default();
             // Every line of a field after its first is a fold (starts with white space):
@@ -326,6 +333,11 @@ mod tests {
         let raw = b"From: <jane@example.com>\r\nDate: Fri, 20 Apr 2001 19:3--b\r\n-040#\r\nSubject: x\r\n\r\nhi\r\n";
         let message = parse(raw).unwrap();
         assert_eq!(rewrite(&message, raw, &plan(), &IdMap::default()), Err(RewriteError::AmbiguousFieldName));
+        // An mbox `From ` line atop the root is no field mail-parser acts on: dropped, not
+        // refused (the cpython corpus has two).
+        let raw = b"From MAILER-DAEMON Fri Apr 06 16:46:09 2001\r\nFrom: <jane@example.com>\r\n\r\nhi\r\n";
+        let message = parse(raw).unwrap();
+        assert!(rewrite(&message, raw, &plan(), &IdMap::default()).is_ok());
         // Ordinary names and folds still pass.
         let raw = b"From: <jane@example.com>\r\nX-Weird_Name.1: y\r\nSubject: x\r\n\ty\r\n z\r\n\r\nhi\r\n";
         let message = parse(raw).unwrap();
