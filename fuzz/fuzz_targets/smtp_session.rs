@@ -63,11 +63,8 @@ fn converse(stream: &[u8], chunks: &[usize]) -> Outcome {
         // Alias so1x@relay.test: a thread of store acme, whose sender is orders@acme.example.
         backend.thread("o1", ThreadStatus::Active);
         let config = session_config();
-        let setup = Arc::new(Setup {
-            auth: Authorizer { mode: config.auth.mode },
-            config: Arc::new(config),
-            tls: None,
-        });
+        let auth = Authorizer { mode: config.auth.mode };
+        let setup = Arc::new(Setup::new(Arc::new(config), auth, None));
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (trigger, stop) = shutdown::channel();
         let peer = "192.0.2.7:40000".parse().unwrap();
