@@ -220,6 +220,7 @@ impl Relay {
                 AuthMode::Envelope => None,
             },
             wake: wake.clone(),
+            backpressure: crate::queue::Backpressure::new(config.queue.max_messages),
             rewrite_memory: smtp::backend::MemoryBudget::new(config.smtp.rewrite_memory_bytes),
             tls,
         });
@@ -229,7 +230,8 @@ impl Relay {
         tasks.spawn(smtp::listener::serve(smtp_listener, Listener::Mx, ctx, shutdown.clone()));
 
         let (signer, dkim_generated) = dkim_signer(&config)?;
-        let node = format!("{}-{}", std::process::id(), crate::address::random_token(6));
+        let node = config.node_id();
+        info!(node = %node, "node id (queue.node_id)");
         let workers = Arc::new(Workers {
             db: db.clone(),
             dispatcher: dispatcher(&config)?,

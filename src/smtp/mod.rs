@@ -32,6 +32,8 @@ pub struct Context {
     pub tls: Option<TlsAcceptor>,
     /// Wakes the delivery workers after an enqueue.
     pub wake: Arc<Notify>,
+    /// `queue.max_messages`: whether new mail must wait.
+    pub backpressure: crate::queue::Backpressure,
     /// `smtp.rewrite_memory_bytes`: room for messages being parsed and rewritten.
     pub rewrite_memory: backend::MemoryBudget,
 }

@@ -152,8 +152,9 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
     let notices = bounces(ctx, tx, &raw).await;
     if tx.recipients.is_empty() {
         return match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &notices, &[]).await {
-            Ok(_) => {
-                ctx.wake.notify_waiters();
+            Ok(ids) => {
+                ctx.backpressure.added(ids.len());
+                ctx.wake.notify_one();
                 Reply::new(250, "2.0.0 Bounce received")
             }
             Err(e) => {
@@ -260,7 +261,8 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
     }
     match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &outgoing, &mappings).await {
         Ok(ids) => {
-            ctx.wake.notify_waiters();
+            ctx.backpressure.added(ids.len());
+            ctx.wake.notify_one();
             crate::metrics::message_accepted();
             info!(queue_ids = ?ids, recipients = ids.len(), bytes = raw.len(), "message queued");
             Reply::new(250, format!("2.0.0 Message queued as {}", ids.join(",")))

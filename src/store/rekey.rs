@@ -27,8 +27,9 @@ const TABLES: &[Table] = &[
     Table {
         name: "queue",
         key: "id",
-        sealed: &[("rcpt_to", Field::QueueRecipient, true), ("message", Field::QueueMessage, false)],
+        sealed: &[("rcpt_to", Field::QueueRecipient, true)],
     },
+    Table { name: "queue_bodies", key: "id", sealed: &[("message", Field::QueueMessage, false)] },
     Table { name: "message_ids", key: "relay_id", sealed: &[("original", Field::OriginalMessageId, true)] },
     Table { name: "webhooks", key: "id", sealed: &[("secret", Field::WebhookSecret, true)] },
 ];
