@@ -298,13 +298,21 @@ enum QueueCmd {
     /// Make every queued message (not held) due now.
     Flush,
     /// One queued message: attempts, last error, held, in flight (no address, no body).
-    Show { id: String },
+    Show {
+        id: String,
+    },
     /// Delete a queued message without delivering it (no notice is sent).
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     /// Hold a queued message: not delivered until released.
-    Hold { id: String },
+    Hold {
+        id: String,
+    },
     /// Release a held message: due at once.
-    Release { id: String },
+    Release {
+        id: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {

@@ -137,7 +137,8 @@ fn queue_id(reply_text: &str) -> String {
 
 async fn send_one(relay: &TestRelay, alias: &str, subject: &str) -> String {
     let mut c = Client::ready(relay.smtp()).await;
-    let r = c.send("orders@acme.example", &[alias], &message("orders@acme.example", alias, subject, "x")).await;
+    let r =
+        c.send("orders@acme.example", &[alias], &message("orders@acme.example", alias, subject, "x")).await;
     assert_eq!(r.code, 250, "{}", r.text);
     c.cmd("QUIT", 221).await;
     queue_id(&r.text)
@@ -148,9 +149,10 @@ async fn send_one(relay: &TestRelay, alias: &str, subject: &str) -> String {
 /// `lease_secs` while a second relay on the same database looks for work: the first relay
 /// keeps renewing its lease, so the second never takes the message.
 async fn stalled_next_hop_with_two_relays(url: &str) {
-    let lease_secs = 2;
-    let stall = Duration::from_secs(lease_secs * 3);
-    let sink = Sink::start_with("127.0.0.1:0", Options { stall_first: (1, stall), ..Options::default() }).await;
+    let lease_secs = 3;
+    let stall = Duration::from_secs(lease_secs * 2 + 1);
+    let sink =
+        Sink::start_with("127.0.0.1:0", Options { stall_first: (1, stall), ..Options::default() }).await;
     let config = |url: &str| {
         let mut c = test_config(url, sink.addr);
         c.egress.lease_secs = lease_secs;
@@ -249,8 +251,7 @@ async fn queue_tools_show_hold_release_delete() {
     assert!(created.ends_with('Z') && created.contains('T'), "{created}");
     let next = page["next"].as_str().expect("a second page");
     let (_, rest) = relay.api("GET", &format!("/v1/queue?limit=1&after={next}"), None).await;
-    let mut ids: Vec<&str> =
-        [&page, &rest].iter().map(|p| p["data"][0]["id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = [&page, &rest].iter().map(|p| p["data"][0]["id"].as_str().unwrap()).collect();
     ids.sort();
     let mut want = [first.as_str(), second.as_str()];
     want.sort();
@@ -287,7 +288,9 @@ async fn queue_tools_show_hold_release_delete() {
         .filter(|e| e["action"].as_str().unwrap().starts_with("queue."))
         .map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
         .collect();
-    for want in [("queue.hold", first.as_str()), ("queue.release", first.as_str()), ("queue.delete", second.as_str())] {
+    for want in
+        [("queue.hold", first.as_str()), ("queue.release", first.as_str()), ("queue.delete", second.as_str())]
+    {
         assert!(actions.contains(&want), "{want:?} not in {actions:?}");
     }
     // The deleted message is never delivered; the released one is.
@@ -302,7 +305,12 @@ async fn queue_tools_show_hold_release_delete() {
 // --- The relay binary under kill -9 -----------------------------------------------------
 
 /// `maskrelay serve` in `dir`, as an operator runs it, against `next_hop`.
-fn serve_env(dir: &std::path::Path, smtp: u16, api: u16, next_hop: std::net::SocketAddr) -> Vec<(&'static str, String)> {
+fn serve_env(
+    dir: &std::path::Path,
+    smtp: u16,
+    api: u16,
+    next_hop: std::net::SocketAddr,
+) -> Vec<(&'static str, String)> {
     let dkim = dir.join("dkim.pem");
     if !dkim.exists() {
         std::fs::write(&dkim, DKIM_PEM.as_slice()).unwrap();
@@ -394,7 +402,9 @@ async fn kill_9_mid_delivery_is_delivered_after_restart() {
     relay.wait_healthy(port).await;
     let alias = alias_of_new_thread(port).await;
     let mut c = Client::ready(format!("127.0.0.1:{smtp}").parse().unwrap()).await;
-    let r = c.send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "in flight", "x")).await;
+    let r = c
+        .send("orders@acme.example", &[&alias], &message("orders@acme.example", &alias, "in flight", "x"))
+        .await;
     assert_eq!(r.code, 250, "{}", r.text);
     let id = queue_id(&r.text);
     // Mid-delivery: the message is out, the next hop has not answered.
@@ -451,7 +461,9 @@ async fn sigkill_under_load_loses_nothing() {
         let mut c = Client::ready(smtp_addr).await;
         for i in 0..per_round {
             let subject = format!("r{round}-m{i}");
-            let r = c.send("orders@acme.example", &[&to], &message("orders@acme.example", &to, &subject, "x")).await;
+            let r = c
+                .send("orders@acme.example", &[&to], &message("orders@acme.example", &to, &subject, "x"))
+                .await;
             assert_eq!(r.code, 250, "{}", r.text);
             accepted.push(subject);
         }

@@ -116,7 +116,10 @@ async fn suite(url: &str) {
     assert_eq!(a.len() + b.len(), 10);
     let a_ids: HashSet<_> = a.iter().map(|m| m.id.clone()).collect();
     assert!(b.iter().all(|m| !a_ids.contains(&m.id)), "a message was leased twice");
-    assert!(queue::claim(&db, "node-c", lease).await.unwrap().is_none(), "leased messages are not handed out again");
+    assert!(
+        queue::claim(&db, "node-c", lease).await.unwrap().is_none(),
+        "leased messages are not handed out again"
+    );
     assert!(a[0].mail_from.starts_with("bounce+") && a[0].mail_from.ends_with("@relay.test"));
     assert_eq!(a[0].rcpt_to, "jane@shopper.example");
     assert!(a.iter().chain(&b).all(|m| m.message.starts_with(b"msg ")), "bodies read back");
@@ -136,17 +139,17 @@ async fn suite(url: &str) {
     assert!(queue::renew(&db, &retried, lease).await.unwrap());
     // A busy destination puts it back without counting an attempt.
     assert!(queue::retry_later(&db, &retried, maskrelay::store::now() - 1, "busy", false).await.unwrap());
-    let again = queue::claim(&db, "node-c", lease).await.unwrap().expect("due again");
-    assert_eq!(again.attempts, 1, "a busy destination is not an attempt");
+    let busy = queue::claim(&db, "node-c", lease).await.unwrap().expect("due again");
+    assert_eq!(busy.attempts, 1, "a busy destination is not an attempt");
     // A held message is never claimed; released, it is due at once.
-    assert!(queue::retry_later(&db, &again, maskrelay::store::now() - 1, "451", true).await.unwrap());
-    queue::hold(&db, &again.id, Actor::Cli).await.unwrap();
-    assert!(queue::show(&db, &again.id).await.unwrap().held);
+    assert!(queue::retry_later(&db, &busy, maskrelay::store::now() - 1, "451", true).await.unwrap());
+    queue::hold(&db, &busy.id, Actor::Cli).await.unwrap();
+    assert!(queue::show(&db, &busy.id).await.unwrap().held);
     assert!(queue::claim(&db, "node-c", lease).await.unwrap().is_none(), "held");
-    let released = queue::release(&db, &again.id, Actor::Cli).await.unwrap();
+    let released = queue::release(&db, &busy.id, Actor::Cli).await.unwrap();
     assert!(!released.held);
     let c = queue::claim(&db, "node-c", lease).await.unwrap().expect("released");
-    assert_eq!(c.id, again.id);
+    assert_eq!(c.id, busy.id);
     // A node restarted after a crash takes back its own leases at once, no one else's.
     assert_eq!(queue::release_node(&db, "node-b").await.unwrap() as usize, b.len() - 1);
     assert_eq!(queue::show(&db, &b[1].id).await.unwrap().in_flight, None);
@@ -268,12 +271,27 @@ async fn rotation(url: &str) {
         maskrelay::store::rekey::rotate(&db, |p| seen.push((p.table.to_owned(), p.scanned, p.total)))
             .await
             .unwrap();
-    assert_eq!(report, vec![("threads", 7, 7), ("queue", 1, 1), ("queue_bodies", 1, 1), ("message_ids", 1, 1), ("webhooks", 1, 1)]);
+    assert_eq!(
+        report,
+        vec![
+            ("threads", 7, 7),
+            ("queue", 1, 1),
+            ("queue_bodies", 1, 1),
+            ("message_ids", 1, 1),
+            ("webhooks", 1, 1)
+        ]
+    );
     assert!(seen.iter().any(|(table, scanned, total)| table == "threads" && scanned == total));
     let again = maskrelay::store::rekey::rotate(&db, |_| {}).await.unwrap();
     assert_eq!(
         again,
-        vec![("threads", 7, 0), ("queue", 1, 0), ("queue_bodies", 1, 0), ("message_ids", 1, 0), ("webhooks", 1, 0)],
+        vec![
+            ("threads", 7, 0),
+            ("queue", 1, 0),
+            ("queue_bodies", 1, 0),
+            ("message_ids", 1, 0),
+            ("webhooks", 1, 0)
+        ],
         "nothing left"
     );
     db.pool.close().await;
@@ -365,7 +383,8 @@ async fn two_relays_share_one_postgres_queue() {
         }
     }
     sink.wait_for(total, WAIT).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Every write-back done: nothing left that could still be sent again.
+    a.wait_queue_empty().await;
     let mut subjects: Vec<String> = sink.delivered().iter().map(|d| d.header("Subject").unwrap()).collect();
     subjects.sort();
     subjects.dedup();
@@ -378,9 +397,9 @@ async fn two_relays_share_one_postgres_queue() {
 /// numbers, as a relay that ran them has) with a message queued the old way (body in the
 /// queue row) gets it delivered from `queue_bodies` after the upgrade, still sealed.
 async fn queue_migration(url: &str) {
-    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(
-        if url.starts_with("sqlite") { "sqlite" } else { "postgres" },
-    );
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(if url.starts_with("sqlite") { "sqlite" } else { "postgres" });
     let before = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(&all).unwrap() {
         let path = entry.unwrap().path();
@@ -395,7 +414,8 @@ async fn queue_migration(url: &str) {
                   created_at, next_attempt_at, locked_until, locked_by) \
                   VALUES ($1, 'thr_old', 'to_shopper', '', $2, $3, 2, 100, 0, 9999999999, 'gone-node')";
     let rcpt = v.seal_text(maskrelay::store::Field::QueueRecipient, id, "jane@shopper.example");
-    let body = v.seal(maskrelay::store::Field::QueueMessage, id, b"Subject: old\r\n\r\nqueued before 0005\r\n");
+    let body =
+        v.seal(maskrelay::store::Field::QueueMessage, id, b"Subject: old\r\n\r\nqueued before 0005\r\n");
     if url.starts_with("sqlite") {
         let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await.unwrap();
         old.run(&pool).await.unwrap();

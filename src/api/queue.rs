@@ -62,7 +62,10 @@ pub async fn list(
         (status = 200, description = "The queued message, without address or body", body = QueuedInfo),
         (status = 404, description = "Not queued (delivered, given up or deleted)", body = ErrorBody),
     ))]
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<QueuedInfo>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<QueuedInfo>, ApiError> {
     Ok(Json(found(queue::show(&state.db, &id).await)?))
 }
 
@@ -90,7 +93,10 @@ pub async fn delete(
         (status = 200, description = "The message, held", body = QueuedInfo),
         (status = 404, description = "Not queued", body = ErrorBody),
     ))]
-pub async fn hold(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<QueuedInfo>, ApiError> {
+pub async fn hold(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<QueuedInfo>, ApiError> {
     Ok(Json(found(queue::hold(&state.db, &id, Actor::Api).await)?))
 }
 

@@ -264,7 +264,9 @@ impl Workers {
     pub async fn run(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         match queue::release_node(&self.db, &self.node).await {
             Ok(0) => {}
-            Ok(n) => info!(node = %self.node, messages = n, "took back the messages in flight at the last stop"),
+            Ok(n) => {
+                info!(node = %self.node, messages = n, "took back the messages in flight at the last stop")
+            }
             Err(e) => warn!(error = %e, "could not take back this node's leases; they run out by themselves"),
         }
         let mut handles = Vec::new();
