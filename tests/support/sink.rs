@@ -221,6 +221,15 @@ impl Sink {
         self.shared.lock().unwrap().data_ends
     }
 
+    /// Waits until every message received has had its final reply (none is stalled).
+    pub async fn wait_answered(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.attempts() < self.data_ends() {
+            assert!(std::time::Instant::now() < deadline, "a message still waits for the sink's reply");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn attempts(&self) -> usize {
         self.shared.lock().unwrap().attempts
     }
