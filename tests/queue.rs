@@ -479,6 +479,8 @@ async fn sigkill_under_load_loses_nothing() {
             relay.stop().await;
         }
     }
+    // Messages the sink held when their relay was killed are counted once it answers them.
+    sink.wait_answered().await;
     let delivered: Vec<String> = sink.delivered().iter().map(|d| d.header("Subject").unwrap()).collect();
     let mut counts = std::collections::HashMap::<&str, usize>::new();
     for s in &delivered {
