@@ -227,7 +227,9 @@ pub struct Egress {
     pub retry_max_secs: u64,
     /// Days a message may wait before it is given up (fractions allowed: 0.5 = 12 h).
     pub max_queue_days: f64,
-    /// Seconds a worker may hold a message before another may take it over.
+    /// Seconds a worker's lease on the message it is trying lasts; renewed every third of
+    /// it while the attempt runs, so another relay takes the message over only after its
+    /// holder died (or lost touch with the database) and the lease ran out.
     pub lease_secs: u64,
     /// Port of MX hosts (25 on the internet; tests point it at a loopback sink).
     pub mx_port: u16,
