@@ -199,6 +199,7 @@ impl Relay {
         };
         let (trigger, shutdown) = shutdown::channel();
         let wake = Arc::new(Notify::new());
+        let writer = crate::queue::writer::Writer::start(db.clone(), config.relay.domain.clone());
         let mut tasks = JoinSet::new();
 
         let (tls, certificate) = match (&config.smtp.tls_cert_path, &config.smtp.tls_key_path) {
@@ -221,6 +222,7 @@ impl Relay {
             },
             wake: wake.clone(),
             backpressure: crate::queue::Backpressure::new(config.queue.max_messages),
+            writer: writer.clone(),
             rewrite_memory: smtp::backend::MemoryBudget::new(config.smtp.rewrite_memory_bytes),
             tls,
         });
@@ -240,6 +242,7 @@ impl Relay {
             wake,
             node: node.clone(),
             relay_domain: config.relay.domain.clone(),
+            writer,
         });
         tasks.spawn(workers.run(shutdown.clone()));
         // The shopper's side: webhook POSTs from the outbox, and the retention sweep.

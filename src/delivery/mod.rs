@@ -246,6 +246,8 @@ pub struct Workers {
     pub node: String,
     /// For the notices the workers write.
     pub relay_domain: String,
+    /// Group commit: completions go through the process's one writer task.
+    pub writer: crate::queue::writer::Writer,
 }
 
 /// How often an idle worker looks at the queue anyway (retries come due, leases expire).
@@ -391,7 +393,7 @@ impl Workers {
     ) -> Result<Recorded, crate::store::StoreError> {
         let written = match result {
             Ok(()) => {
-                let written = queue::complete(&self.db, msg).await?;
+                let written = self.writer.complete(msg).await?;
                 if written {
                     crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Delivered);
                     info!(queue_id = %msg.id, attempts = msg.attempts + 1, "delivered");

@@ -2,6 +2,8 @@
 //! leased by delivery workers (several processes may share one PostgreSQL database), and
 //! deleted once delivered or given up, so message bodies do not outlive their delivery.
 
+pub mod writer;
+
 use std::time::Duration;
 
 use sqlx::Row;

@@ -12,7 +12,7 @@ use super::reply::{self, Reply};
 use crate::address::{Mailbox, Side, StoreId};
 use crate::auth::dmarc::Origin;
 use crate::auth::{Decision, DmarcOutcome, Refusal};
-use crate::queue::{self, IdMapping, Outgoing};
+use crate::queue::{IdMapping, Outgoing};
 use crate::rewrite::{self, IdMap, NamedAddress, Plan};
 use crate::store::events::{self, EventKind, NewEvent};
 use crate::store::message_ids;
@@ -151,7 +151,7 @@ async fn record_refusal_with(
 pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: IpAddr, helo: &str) -> Reply {
     let notices = bounces(ctx, tx, &raw).await;
     if tx.recipients.is_empty() {
-        return match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &notices, &[]).await {
+        return match ctx.writer.enqueue(&notices, &[]).await {
             Ok(ids) => {
                 ctx.backpressure.added(ids.len());
                 ctx.wake.notify_one();
@@ -259,7 +259,7 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
             null_sender: false,
         });
     }
-    match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &outgoing, &mappings).await {
+    match ctx.writer.enqueue(&outgoing, &mappings).await {
         Ok(ids) => {
             ctx.backpressure.added(ids.len());
             ctx.wake.notify_one();
