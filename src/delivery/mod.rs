@@ -462,9 +462,6 @@ impl Workers {
         }
         crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Failed);
         warn!(queue_id = %msg.id, "delivery failed for good");
-        if !notices.is_empty() {
-            self.wake.notify_one();
-        }
         events::record(
             &self.db,
             &NewEvent {
@@ -481,6 +478,10 @@ impl Workers {
             },
         )
         .await?;
+        // Woken after the event: the notice's delivery follows what it reports.
+        if !notices.is_empty() {
+            self.wake.notify_one();
+        }
         Ok(true)
     }
 }
