@@ -35,6 +35,7 @@ pub struct Config {
     pub dns: Dns,
     pub dkim: Dkim,
     pub egress: Egress,
+    pub queue: Queue,
     pub database: Database,
     pub api: Api,
     pub threads: Threads,
@@ -233,7 +234,9 @@ pub struct Egress {
     pub retry_max_secs: u64,
     /// Days a message may wait before it is given up (fractions allowed: 0.5 = 12 h).
     pub max_queue_days: f64,
-    /// Seconds a worker may hold a message before another may take it over.
+    /// Seconds a worker's lease on the message it is trying lasts; renewed every third of
+    /// it while the attempt runs, so another relay takes the message over only after its
+    /// holder died (or lost touch with the database) and the lease ran out.
     pub lease_secs: u64,
     /// Port of MX hosts (25 on the internet; tests point it at a loopback sink).
     pub mx_port: u16,
@@ -271,6 +274,58 @@ impl Egress {
     pub fn max_per_destination(&self) -> usize {
         self.max_per_destination.unwrap_or(self.workers / 2).max(1)
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// This relay's identity among relays sharing one database: its delivery leases carry
+    /// it, and at start it takes back at once the leases held under it (mail in flight when
+    /// it crashed). Unset: derived from the host name, the working directory, the database
+    /// URL and `smtp.listen`, so the same relay restarted keeps it. Relays on one database
+    /// must have different ids.
+    pub node_id: Option<String>,
+    /// Messages the queue may hold; above it new mail is answered `451 4.3.1` at MAIL and
+    /// at the end of DATA until deliveries make room.
+    pub max_messages: u64,
+}
+impl Default for Queue {
+    fn default() -> Self {
+        Self { node_id: None, max_messages: 1_000_000 }
+    }
+}
+
+impl Config {
+    /// `queue.node_id`, or the one derived for this host, directory, database and listener.
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.queue.node_id {
+            return id.clone();
+        }
+        use sha2::Digest;
+        let dir = std::env::current_dir()
+            .and_then(|d| d.canonicalize())
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        let mut h = sha2::Sha256::new();
+        for part in [dir.as_str(), self.database.url.as_str(), self.smtp.listen.as_str()] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        format!("{}-{}", hostname(), &hex::encode(h.finalize())[..12])
+    }
+}
+
+/// The host's name as the kernel has it (gethostname), or `localhost`.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name: String = String::from_utf8_lossy(&buf[..end])
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .collect();
+    if rc != 0 || name.is_empty() { "localhost".into() } else { name }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -507,6 +562,14 @@ impl Config {
             if v == 0 || v > 365 * 86_400 {
                 return Err(invalid(key, "must be between 1 and 31536000 seconds"));
             }
+        }
+        if self.queue.max_messages == 0 {
+            return Err(invalid("queue.max_messages", "must be at least 1"));
+        }
+        if let Some(id) = &self.queue.node_id
+            && (id.is_empty() || id.len() > 100 || !id.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(invalid("queue.node_id", "1 to 100 printable ASCII characters, no spaces"));
         }
         if !(self.egress.max_queue_days >= 0.0 && self.egress.max_queue_days.is_finite()) {
             return Err(invalid("egress.max_queue_days", "must be a number of days, 0 or more"));
@@ -1104,6 +1167,13 @@ idle_timeout_secs = 30
 retry_base_secs = 60
 retry_max_secs = 14400
 max_queue_days = 5
+
+[queue]
+# This relay's id among relays sharing one database (give each its own); unset, it is
+# derived from the host name, directory, database URL and smtp.listen.
+# node_id = "relay-a"
+# Above this many queued messages, new mail gets 451 4.3.1 until deliveries make room.
+max_messages = 1000000
 
 [database]
 # "sqlite://maskrelay.db", or "postgres://user@host/db" for several relays sharing work.

@@ -71,7 +71,7 @@ enum Command {
     /// Threads: create, show, list, disable, enable, revoke; revoke or erase a shopper.
     #[command(subcommand)]
     Thread(ThreadCmd),
-    /// The outbound queue: list, stats, flush.
+    /// The outbound queue: list, stats, flush; show, delete, hold, release one message.
     #[command(subcommand)]
     Queue(QueueCmd),
     /// Privacy keys: generate a new one, rotate stored data to the current one.
@@ -295,8 +295,24 @@ enum QueueCmd {
         limit: i64,
     },
     Stats,
-    /// Make every queued message due now.
+    /// Make every queued message (not held) due now.
     Flush,
+    /// One queued message: attempts, last error, held, in flight (no address, no body).
+    Show {
+        id: String,
+    },
+    /// Delete a queued message without delivering it (no notice is sent).
+    Delete {
+        id: String,
+    },
+    /// Hold a queued message: not delivered until released.
+    Hold {
+        id: String,
+    },
+    /// Release a held message: due at once.
+    Release {
+        id: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -628,7 +644,7 @@ fn print_thread(found: Result<threads::Thread, maskrelay::store::StoreError>, co
 async fn queue_cmd(config: &Config, cmd: QueueCmd) -> Result<()> {
     let db = db(config).await?;
     match cmd {
-        QueueCmd::List { limit } => print_json(&maskrelay::queue::list(&db, limit).await?),
+        QueueCmd::List { limit } => print_json(&maskrelay::queue::list(&db, limit, None).await?),
         QueueCmd::Stats => {
             let (depth, oldest) = maskrelay::queue::depth(&db).await?;
             print_json(&serde_json::json!({"queued": depth, "oldest_seconds": oldest}))
@@ -637,6 +653,25 @@ async fn queue_cmd(config: &Config, cmd: QueueCmd) -> Result<()> {
             let n = maskrelay::queue::retry_all_now(&db).await?;
             print_json(&serde_json::json!({"due_now": n}))
         }
+        QueueCmd::Show { id } => print_json(&queued(maskrelay::queue::show(&db, &id).await)?),
+        QueueCmd::Delete { id } => {
+            queued(maskrelay::queue::delete(&db, &id, Actor::Cli).await)?;
+            print_json(&serde_json::json!({"deleted": id}))
+        }
+        QueueCmd::Hold { id } => print_json(&queued(maskrelay::queue::hold(&db, &id, Actor::Cli).await)?),
+        QueueCmd::Release { id } => {
+            print_json(&queued(maskrelay::queue::release(&db, &id, Actor::Cli).await)?)
+        }
+    }
+}
+
+/// A queue tool's result, with "not queued" said as such.
+fn queued<T>(found: Result<T, maskrelay::store::StoreError>) -> Result<T> {
+    match found {
+        Err(maskrelay::store::StoreError::NotFound) => {
+            bail!("no such queued message (delivered, given up, deleted, or a wrong id)")
+        }
+        other => Ok(other?),
     }
 }
 

@@ -202,6 +202,7 @@ impl Relay {
         };
         let (trigger, shutdown) = shutdown::channel();
         let wake = Arc::new(Notify::new());
+        let writer = crate::queue::writer::Writer::start(db.clone(), config.relay.domain.clone());
         let mut tasks = JoinSet::new();
 
         let (tls, certificate) = match (&config.smtp.tls_cert_path, &config.smtp.tls_key_path) {
@@ -224,6 +225,8 @@ impl Relay {
                 AuthMode::Envelope => None,
             },
             wake: wake.clone(),
+            backpressure: crate::queue::Backpressure::new(config.queue.max_messages),
+            writer: writer.clone(),
             rewrite_memory: smtp::backend::MemoryBudget::new(config.smtp.rewrite_memory_bytes),
             data_memory: data_memory.clone(),
             tls,
@@ -234,7 +237,8 @@ impl Relay {
         tasks.spawn(smtp::listener::serve(smtp_listener, Listener::Mx, ctx, shutdown.clone()));
 
         let (signer, dkim_generated) = dkim_signer(&config)?;
-        let node = format!("{}-{}", std::process::id(), crate::address::random_token(6));
+        let node = config.node_id();
+        info!(node = %node, "node id (queue.node_id)");
         let workers = Arc::new(Workers {
             db: db.clone(),
             dispatcher: dispatcher(&config)?,
@@ -243,6 +247,7 @@ impl Relay {
             wake,
             node: node.clone(),
             relay_domain: config.relay.domain.clone(),
+            writer,
         });
         tasks.spawn(workers.run(shutdown.clone()));
         // The shopper's side: webhook POSTs from the outbox, and the retention sweep.

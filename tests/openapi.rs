@@ -132,6 +132,7 @@ async fn the_document_says_what_the_router_does() {
         ("/v1/events", &["kind", "store"][..]),
         ("/v1/audit", &["target"][..]),
         ("/v1/stores", &[][..]),
+        ("/v1/queue", &[][..]),
     ] {
         let want: BTreeSet<String> =
             filters.iter().chain(&["limit", "after"]).map(|s| s.to_string()).collect();

@@ -98,31 +98,69 @@ async fn suite(url: &str) {
     assert_eq!(known.get("abc@relay.test").map(String::as_str), Some("orig@host.example"));
 
     let lease = Duration::from_secs(60);
-    let (a, b) =
-        tokio::join!(queue::lease(&db, "worker-a", 6, lease), queue::lease(&db, "worker-b", 6, lease));
-    let (a, b) = (a.unwrap(), b.unwrap());
+    // Two workers claim one message at a time, concurrently: never the same one.
+    let claim_all = |node: &'static str| {
+        let db = db.clone();
+        async move {
+            let mut got = Vec::new();
+            while got.len() < 6 {
+                match queue::claim(&db, node, lease).await.unwrap() {
+                    Some(m) => got.push(m),
+                    None => break,
+                }
+            }
+            got
+        }
+    };
+    let (a, b) = tokio::join!(claim_all("node-a"), claim_all("node-b"));
     assert_eq!(a.len() + b.len(), 10);
     let a_ids: HashSet<_> = a.iter().map(|m| m.id.clone()).collect();
     assert!(b.iter().all(|m| !a_ids.contains(&m.id)), "a message was leased twice");
     assert!(
-        queue::lease(&db, "worker-c", 10, lease).await.unwrap().is_empty(),
+        queue::claim(&db, "node-c", lease).await.unwrap().is_none(),
         "leased messages are not handed out again"
     );
     assert!(a[0].mail_from.starts_with("bounce+") && a[0].mail_from.ends_with("@relay.test"));
     assert_eq!(a[0].rcpt_to, "jane@shopper.example");
+    assert!(a.iter().chain(&b).all(|m| m.message.starts_with(b"msg ")), "bodies read back");
 
     for m in &a {
-        queue::complete(&db, m).await.unwrap();
+        assert!(queue::complete(&db, m).await.unwrap());
     }
-    queue::retry_later(&db, &b[0].id, maskrelay::store::now() - 1, "451 later").await.unwrap();
-    let retried = queue::lease(&db, "worker-c", 10, lease).await.unwrap();
-    assert_eq!(retried.len(), 1);
-    assert_eq!(retried[0].attempts, 1);
-    // An expired lease (a dead worker) is taken over.
-    let dead = queue::lease(&db, "worker-dead", 10, Duration::from_secs(0)).await.unwrap();
-    assert!(dead.is_empty(), "everything else is leased for a minute");
+    assert!(!queue::complete(&db, &a[0]).await.unwrap(), "completed twice");
+    assert!(queue::retry_later(&db, &b[0], maskrelay::store::now() - 1, "451 later", true).await.unwrap());
+    let retried = queue::claim(&db, "node-c", lease).await.unwrap().expect("due again");
+    assert_eq!(retried.id, b[0].id);
+    assert_eq!(retried.attempts, 1);
+    // The earlier holder's lease is gone: whatever it writes back now is ignored.
+    assert!(!queue::retry_later(&db, &b[0], 0, "late", true).await.unwrap());
+    assert!(!queue::complete(&db, &b[0]).await.unwrap());
+    assert!(!queue::renew(&db, &b[0], lease).await.unwrap());
+    assert!(queue::renew(&db, &retried, lease).await.unwrap());
+    // A busy destination puts it back without counting an attempt.
+    assert!(queue::retry_later(&db, &retried, maskrelay::store::now() - 1, "busy", false).await.unwrap());
+    let busy = queue::claim(&db, "node-c", lease).await.unwrap().expect("due again");
+    assert_eq!(busy.attempts, 1, "a busy destination is not an attempt");
+    // A held message is never claimed; released, it is due at once.
+    assert!(queue::retry_later(&db, &busy, maskrelay::store::now() - 1, "451", true).await.unwrap());
+    queue::hold(&db, &busy.id, Actor::Cli).await.unwrap();
+    assert!(queue::show(&db, &busy.id).await.unwrap().held);
+    assert!(queue::claim(&db, "node-c", lease).await.unwrap().is_none(), "held");
+    let released = queue::release(&db, &busy.id, Actor::Cli).await.unwrap();
+    assert!(!released.held);
+    let c = queue::claim(&db, "node-c", lease).await.unwrap().expect("released");
+    assert_eq!(c.id, busy.id);
+    // A node restarted after a crash takes back its own leases at once, no one else's.
+    assert_eq!(queue::release_node(&db, "node-b").await.unwrap() as usize, b.len() - 1);
+    assert_eq!(queue::show(&db, &b[1].id).await.unwrap().in_flight, None);
+    assert_eq!(queue::show(&db, &c.id).await.unwrap().in_flight.as_deref(), Some("node-c"));
     let (depth, _) = queue::depth(&db).await.unwrap();
     assert_eq!(depth as usize, 10 - a.len());
+    // The operator deletes one: its worker loses the lease; the body goes with it.
+    queue::delete(&db, &c.id, Actor::Cli).await.unwrap();
+    assert!(!queue::renew(&db, &c, lease).await.unwrap());
+    assert!(matches!(queue::show(&db, &c.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(queue::delete(&db, &c.id, Actor::Cli).await, Err(StoreError::NotFound)));
 
     // Events and the leak signal.
     for alias in [&t.shopper_alias, &t.shopper_alias, &again.store_alias] {
@@ -233,12 +271,27 @@ async fn rotation(url: &str) {
         maskrelay::store::rekey::rotate(&db, |p| seen.push((p.table.to_owned(), p.scanned, p.total)))
             .await
             .unwrap();
-    assert_eq!(report, vec![("threads", 7, 7), ("queue", 1, 1), ("message_ids", 1, 1), ("webhooks", 1, 1)]);
+    assert_eq!(
+        report,
+        vec![
+            ("threads", 7, 7),
+            ("queue", 1, 1),
+            ("queue_bodies", 1, 1),
+            ("message_ids", 1, 1),
+            ("webhooks", 1, 1)
+        ]
+    );
     assert!(seen.iter().any(|(table, scanned, total)| table == "threads" && scanned == total));
     let again = maskrelay::store::rekey::rotate(&db, |_| {}).await.unwrap();
     assert_eq!(
         again,
-        vec![("threads", 7, 0), ("queue", 1, 0), ("message_ids", 1, 0), ("webhooks", 1, 0)],
+        vec![
+            ("threads", 7, 0),
+            ("queue", 1, 0),
+            ("queue_bodies", 1, 0),
+            ("message_ids", 1, 0),
+            ("webhooks", 1, 0)
+        ],
         "nothing left"
     );
     db.pool.close().await;
@@ -248,9 +301,9 @@ async fn rotation(url: &str) {
     let thread = threads::get(&db, &t.id).await.unwrap();
     assert_eq!(thread.shopper.unwrap().expose(), "jane@shopper.example");
     assert_eq!(thread.shopper_name.as_deref(), Some("Jane"));
-    let leased = queue::lease(&db, "w", 10, Duration::from_secs(60)).await.unwrap();
-    assert_eq!(leased[0].rcpt_to, "jane@shopper.example");
-    assert!(leased[0].message.ends_with(b"hello\r\n"));
+    let leased = queue::claim(&db, "w", Duration::from_secs(60)).await.unwrap().expect("queued");
+    assert_eq!(leased.rcpt_to, "jane@shopper.example");
+    assert!(leased.message.ends_with(b"hello\r\n"));
     let ids = message_ids::lookup(&db, &t.id, "relay.test", &["r1@relay.test"]).await.unwrap();
     assert_eq!(ids.get("r1@relay.test").map(String::as_str), Some("o1@host"));
     // The secret still signs: an outbox row for the webhook leases with it opened.
@@ -330,11 +383,72 @@ async fn two_relays_share_one_postgres_queue() {
         }
     }
     sink.wait_for(total, WAIT).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Every write-back done: nothing left that could still be sent again.
+    a.wait_queue_empty().await;
     let mut subjects: Vec<String> = sink.delivered().iter().map(|d| d.header("Subject").unwrap()).collect();
     subjects.sort();
     subjects.dedup();
     assert_eq!(subjects.len(), total, "every message once");
     assert_eq!(sink.delivered().len(), total, "no message twice");
     a.stop().await;
+}
+
+/// Migration 0005 carries queued mail over: a database migrated up to 0004 (and the later
+/// numbers, as a relay that ran them has) with a message queued the old way (body in the
+/// queue row) gets it delivered from `queue_bodies` after the upgrade, still sealed.
+async fn queue_migration(url: &str) {
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(if url.starts_with("sqlite") { "sqlite" } else { "postgres" });
+    let before = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.file_name().unwrap().to_string_lossy().starts_with("0005") {
+            std::fs::copy(&path, before.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let old = sqlx::migrate::Migrator::new(before.path()).await.unwrap();
+    let v = vault();
+    let id = "oldqueuedmessage0000001";
+    let insert = "INSERT INTO queue (id, thread_id, direction, mail_from, rcpt_to, message, attempts, \
+                  created_at, next_attempt_at, locked_until, locked_by) \
+                  VALUES ($1, 'thr_old', 'to_shopper', '', $2, $3, 2, 100, 0, 9999999999, 'gone-node')";
+    let rcpt = v.seal_text(maskrelay::store::Field::QueueRecipient, id, "jane@shopper.example");
+    let body =
+        v.seal(maskrelay::store::Field::QueueMessage, id, b"Subject: old\r\n\r\nqueued before 0005\r\n");
+    if url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await.unwrap();
+        old.run(&pool).await.unwrap();
+        sqlx::query(insert).bind(id).bind(&rcpt).bind(&body).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        old.run(&pool).await.unwrap();
+        sqlx::query(insert).bind(id).bind(&rcpt).bind(&body).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let db = Db::connect(url, 2, vault()).await.expect("0005 applies over the later migrations");
+    let info = queue::show(&db, id).await.unwrap();
+    assert_eq!((info.attempts, info.in_flight.as_deref()), (2, Some("gone-node")));
+    assert!(info.size > 0);
+    assert!(queue::claim(&db, "me", Duration::from_secs(60)).await.unwrap().is_none(), "still leased");
+    assert_eq!(queue::release_node(&db, "gone-node").await.unwrap(), 1);
+    let m = queue::claim(&db, "me", Duration::from_secs(60)).await.unwrap().expect("carried over");
+    assert_eq!(m.id, id);
+    assert_eq!(m.rcpt_to, "jane@shopper.example");
+    assert_eq!(m.message, b"Subject: old\r\n\r\nqueued before 0005\r\n");
+    assert!(queue::complete(&db, &m).await.unwrap());
+    assert_eq!(queue::depth(&db).await.unwrap().0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_migration_on_sqlite() {
+    let (url, _dir) = sqlite_url();
+    queue_migration(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_migration_on_postgres() {
+    let Some(url) = postgres_url().await else { return };
+    queue_migration(&url).await;
 }

@@ -240,19 +240,39 @@ pub struct Workers {
     /// Signs every message on its way out (the relay domain's DKIM key).
     pub signer: Arc<dkim::Signer>,
     pub config: Egress,
-    /// Woken on every enqueue, so delivery starts at once instead of at the next poll.
+    /// Woken on every enqueue (`notify_one`: a wake-up given while every worker is busy is
+    /// kept for the next one that waits, never lost), so delivery starts at once instead of
+    /// at the next poll.
     pub wake: Arc<Notify>,
+    /// This relay's node id (`queue.node_id`): its leases carry it.
     pub node: String,
     /// For the notices the workers write.
     pub relay_domain: String,
+    /// Group commit: completions go through the process's one writer task.
+    pub writer: crate::queue::writer::Writer,
 }
 
 /// How often an idle worker looks at the queue anyway (retries come due, leases expire).
 const POLL: Duration = Duration::from_secs(1);
 
+/// What became of the write-back of one attempt.
+enum Recorded {
+    Written,
+    /// The lease was no longer this worker's: nothing was written.
+    LeaseLost,
+}
+
 impl Workers {
-    /// Runs `egress.workers` workers until `shutdown` resolves.
+    /// Takes back the leases this node held when it stopped (a crash mid-delivery), then
+    /// runs `egress.workers` workers until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        match queue::release_node(&self.db, &self.node).await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(node = %self.node, messages = n, "took back the messages in flight at the last stop")
+            }
+            Err(e) => warn!(error = %e, "could not take back this node's leases; they run out by themselves"),
+        }
         let mut handles = Vec::new();
         let me = self.clone();
         let mut stop = shutdown.clone();
@@ -267,105 +287,174 @@ impl Workers {
                 }
             }
         }));
-        for n in 0..self.config.workers {
+        for _ in 0..self.config.workers {
             let me = self.clone();
             let shutdown = shutdown.clone();
-            handles.push(tokio::spawn(async move { me.worker(n, shutdown).await }));
+            handles.push(tokio::spawn(async move { me.worker(shutdown).await }));
         }
         for h in handles {
             let _ = h.await;
         }
     }
 
-    async fn worker(&self, n: usize, mut shutdown: crate::shutdown::Shutdown) {
-        let name = format!("{}/{n}", self.node);
-        let lease = Duration::from_secs(self.config.lease_secs.max(1));
+    fn lease_time(&self) -> Duration {
+        Duration::from_secs(self.config.lease_secs.max(1))
+    }
+
+    async fn worker(&self, mut shutdown: crate::shutdown::Shutdown) {
         loop {
             if shutdown.is_triggered() {
                 return;
             }
-            let batch = match queue::lease(&self.db, &name, 8, lease).await {
-                // A message this relay finished but could not record is not sent again.
-                Ok(b) => b.into_iter().filter(|m| !settle::is_held(&m.id)).collect::<Vec<_>>(),
+            // One message at a time, leased just before its attempt: nothing waits under a
+            // lease while the messages before it are sent.
+            let msg = match queue::claim(&self.db, &self.node, self.lease_time()).await {
+                Ok(m) => m,
                 Err(e) => {
-                    warn!(error = %e, "queue lease failed");
-                    Vec::new()
+                    warn!(error = %e, "queue claim failed");
+                    None
                 }
             };
-            if batch.is_empty() {
+            let Some(msg) = msg else {
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
                     _ = shutdown.wait() => return,
                 }
                 continue;
+            };
+            // Delivered here, its completion not yet written (`settle`): not sent again. The
+            // completion is retried under the lease just taken.
+            if settle::is_held(&msg.id) {
+                settle::adopt(&msg);
+                continue;
             }
-            for msg in batch {
-                // Finish the message in hand even during shutdown: its lease would
-                // otherwise hold it back until it expires.
-                self.attempt(msg).await;
-            }
+            // There may be more: pass the wake-up on to another idle worker.
+            self.wake.notify_one();
+            // Finish the message in hand even during shutdown: its lease would otherwise
+            // hold it back until it expires.
+            self.attempt(msg).await;
         }
     }
 
+    /// One attempt under a lease that a companion task renews every third of
+    /// `lease_secs`. When renewal finds the lease gone (or cannot confirm it before it
+    /// runs out) the attempt is dropped and nothing is written back.
     async fn attempt(&self, msg: Leased) {
+        let lease = self.lease_time();
+        let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
+        let renewer = {
+            let db = self.db.clone();
+            let msg = msg.clone();
+            tokio::spawn(async move {
+                let every = (lease / 3).max(Duration::from_millis(200));
+                let mut valid_until = std::time::Instant::now() + lease;
+                loop {
+                    tokio::time::sleep(every).await;
+                    match queue::renew(&db, &msg, lease).await {
+                        Ok(true) => valid_until = std::time::Instant::now() + lease,
+                        Ok(false) => break,
+                        Err(e) => {
+                            warn!(queue_id = %msg.id, error = %e, "lease renewal failed");
+                            // Stop before the lease can run out under us and another take it.
+                            if std::time::Instant::now() + every >= valid_until {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = lost_tx.send(true);
+            })
+        };
         let envelope = Envelope { mail_from: msg.mail_from.clone(), rcpt_to: msg.rcpt_to.clone() };
         let started = std::time::Instant::now();
         // Signed at each attempt, not at enqueue: a rotated key takes effect for mail
         // already queued, and nothing unsigned ever leaves. The dispatcher signs, once it
         // knows what the next hop takes (an 8BITMIME downgrade must come before signing).
-        let result = self.dispatcher.deliver(&envelope, &msg.message, &self.signer).await;
+        let result = tokio::select! {
+            r = self.dispatcher.deliver(&envelope, &msg.message, &self.signer) => Some(r),
+            _ = lost_rx.wait_for(|lost| *lost) => None,
+        };
+        renewer.abort();
+        let Some(result) = result else {
+            warn!(queue_id = %msg.id, "lease lost during the attempt; stopped it, nothing written back");
+            return;
+        };
         crate::metrics::delivery_attempt(msg.direction, &result, started.elapsed());
-        let outcome = match result {
+        match self.record(&msg, result).await {
+            Ok(Recorded::Written) => {}
+            Ok(Recorded::LeaseLost) => {
+                warn!(queue_id = %msg.id, "lease lost before the outcome was written; nothing written back")
+            }
+            Err(e) => {
+                // The lease runs out and the message is tried again: at worst sent twice,
+                // never lost.
+                warn!(queue_id = %msg.id, error = %e, "could not record delivery outcome");
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        msg: &Leased,
+        result: Result<(), DeliveryError>,
+    ) -> Result<Recorded, crate::store::StoreError> {
+        let written = match result {
             Ok(()) => {
-                crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Delivered);
-                info!(queue_id = %msg.id, attempts = msg.attempts + 1, "delivered");
-                settle::complete(&self.db, &msg).await
+                let written = match self.writer.complete(msg).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        // Delivered: never sent again by this relay (`settle` keeps writing
+                        // the completion until the database takes it).
+                        settle::hold(self.db.clone(), msg);
+                        return Err(e);
+                    }
+                };
+                if written {
+                    crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Delivered);
+                    info!(queue_id = %msg.id, attempts = msg.attempts + 1, "delivered");
+                }
+                written
             }
             Err(DeliveryError::Busy { reason, retry_after }) => {
-                // Not an attempt at the next hop: back into the queue for a moment.
-                let reason = redact_reply(&reason, &self.identity(&msg).await);
+                // Not an attempt at the next hop: back into the queue for a moment, the
+                // attempt count unchanged.
+                let reason = redact_reply(&reason, &self.identity(msg).await);
                 debug!(queue_id = %msg.id, reason = %reason, "destination busy");
-                queue::retry_later(&self.db, &msg.id, now() + retry_after.as_secs().max(1) as i64, &reason)
-                    .await
+                let at = now() + retry_after.as_secs().max(1) as i64;
+                queue::retry_later(&self.db, msg, at, &reason, false).await?
             }
             Err(e) if !e.is_permanent() => {
                 // The next hop's words can quote the shopper: cut before anything keeps them.
-                let e = redact(&e.to_string(), &self.identity(&msg).await);
+                let e = redact(&e.to_string(), &self.identity(msg).await);
                 let max_age = (self.config.max_queue_days * 86_400.0) as i64;
                 if now() - msg.created_at >= max_age {
-                    self.give_up(&msg, &format!("expired in queue: {e}"), None).await
+                    self.give_up(msg, &format!("expired in queue: {e}"), None).await?
                 } else {
                     let delay = queue::backoff(
                         msg.attempts,
                         Duration::from_secs(self.config.retry_base_secs),
                         Duration::from_secs(self.config.retry_max_secs),
                     );
-                    crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Deferred);
-                    info!(queue_id = %msg.id, attempts = msg.attempts + 1,
-                          retry_in_secs = delay.as_secs(), "deferred");
-                    debug!(queue_id = %msg.id, error = %e, "deferral reason");
-                    queue::retry_later(
-                        &self.db,
-                        &msg.id,
-                        now() + delay.as_secs() as i64,
-                        &e.chars().take(crate::privacy::redact::MAX_REPLY_CHARS).collect::<String>(),
-                    )
-                    .await
+                    let at = now() + delay.as_secs() as i64;
+                    let kept: String = e.chars().take(crate::privacy::redact::MAX_REPLY_CHARS).collect();
+                    let written = queue::retry_later(&self.db, msg, at, &kept, true).await?;
+                    if written {
+                        crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Deferred);
+                        info!(queue_id = %msg.id, attempts = msg.attempts + 1,
+                              retry_in_secs = delay.as_secs(), "deferred");
+                        debug!(queue_id = %msg.id, error = %e, "deferral reason");
+                    }
+                    written
                 }
             }
             Err(e) => {
                 let status = e.status().to_string();
-                let reason = redact(&e.to_string(), &self.identity(&msg).await);
-                self.give_up(&msg, &reason, Some(&status)).await
+                let reason = redact(&e.to_string(), &self.identity(msg).await);
+                self.give_up(msg, &reason, Some(&status)).await?
             }
         };
-        if let Err(e) = outcome {
-            // A message delivered (or given up) is held by `settle` until its completion
-            // is written; any other outcome not recorded lets the lease run out and the
-            // message is tried again: never lost, and never sent twice by this relay.
-            warn!(queue_id = %msg.id, error = %e, "could not record delivery outcome");
-        }
+        Ok(if written { Recorded::Written } else { Recorded::LeaseLost })
     }
 
     /// Whom the text about this delivery must not name: the thread's shopper (address,
@@ -384,24 +473,30 @@ impl Workers {
     }
 
     /// `reason` comes redacted (`identity`).
+    /// Given up: the message leaves the queue and, in the same transaction, the notice to
+    /// its sender is queued; then the event is recorded. With the lease lost, nothing is
+    /// written (no notice, no event): false.
     async fn give_up(
         &self,
         msg: &Leased,
         reason: &str,
         status: Option<&str>,
-    ) -> Result<(), crate::store::StoreError> {
-        crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Failed);
-        warn!(queue_id = %msg.id, "delivery failed for good");
+    ) -> Result<bool, crate::store::StoreError> {
         let thread = crate::store::threads::get(&self.db, &msg.thread_id).await.ok();
         // Tell the sender, unless this was itself a notice (null sender): no loops.
+        let mut notices = Vec::new();
         if !msg.mail_from.is_empty()
             && let Some(t) = &thread
             && let Ok(store) = crate::store::stores::get_any(&self.db, &t.store_id).await
             && let Some(notice) = bounce::notice(t, &store, msg.direction, status, &self.relay_domain)
         {
-            queue::enqueue(&self.db, &self.relay_domain, &[notice], &[]).await?;
-            self.wake.notify_waiters();
+            notices.push(notice);
         }
+        if !queue::give_up(&self.db, msg, &self.relay_domain, &notices).await? {
+            return Ok(false);
+        }
+        crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Failed);
+        warn!(queue_id = %msg.id, "delivery failed for good");
         events::record(
             &self.db,
             &NewEvent {
@@ -417,10 +512,12 @@ impl Workers {
                 }),
             },
         )
-        .await
-        .unwrap_or_else(|e| warn!(queue_id = %msg.id, error = %e, "could not record the failed delivery"));
-        // Its notice is queued: from here it must not be given up a second time.
-        settle::complete(&self.db, msg).await
+        .await?;
+        // Woken after the event: the notice's delivery follows what it reports.
+        if !notices.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(true)
     }
 }
 

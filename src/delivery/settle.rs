@@ -10,7 +10,7 @@
 //! (SPEC, Egress: at least once after a crash). Queue ids are random, so one set serves
 //! every relay in the process.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -19,59 +19,82 @@ use tracing::{info, warn};
 use crate::queue::{self, Leased};
 use crate::store::{Db, StoreError};
 
-/// Ids of messages done here whose completion is still being written.
-static HELD: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+/// Messages done here whose completion is still being written, by id, each with the lease
+/// under which the next write is tried (a worker that claims a held message again hands
+/// over its fresh lease: `adopt`). The body is not kept.
+static HELD: LazyLock<Mutex<HashMap<String, Leased>>> = LazyLock::new(Default::default);
 
 /// The first retry of a completion comes this soon, then twice as late up to `MAX_DELAY`.
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
-/// Writes the completion of a message whose fate is decided; when the database refuses,
-/// the message is held (see the module doc) and the write retried in the background until
-/// it succeeds. The error is returned for the log; the message is safe either way.
-pub async fn complete(db: &Db, msg: &Leased) -> Result<(), StoreError> {
-    let Err(e) = queue::complete(db, msg).await else { return Ok(()) };
-    hold(db.clone(), msg);
-    Err(e)
+fn held_map() -> std::sync::MutexGuard<'static, HashMap<String, Leased>> {
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// True for a message this relay already finished: a worker that leases it again must
-/// leave it alone (its lease simply runs out).
+/// True for a message this relay already finished: a worker that claims it again must not
+/// send it (it calls `adopt` instead).
 pub fn is_held(id: &str) -> bool {
-    HELD.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    held_map().contains_key(id)
 }
 
 /// How many completions are still being retried (for the log at shutdown and for tests).
 pub fn held() -> usize {
-    HELD.lock().unwrap_or_else(|p| p.into_inner()).len()
+    held_map().len()
 }
 
-fn hold(db: Db, msg: &Leased) {
-    if !HELD.lock().unwrap_or_else(|p| p.into_inner()).insert(msg.id.clone()) {
-        return;
+/// A worker claimed a held message again: the completion is now written under this lease.
+pub fn adopt(msg: &Leased) {
+    if let Some(entry) = held_map().get_mut(&msg.id) {
+        *entry = Leased { message: Vec::new(), ..msg.clone() };
+    }
+}
+
+/// Holds a delivered message whose completion the database refused, and retries the write
+/// in the background until it succeeds.
+pub fn hold(db: Db, msg: &Leased) {
+    {
+        let mut map = held_map();
+        if map.contains_key(&msg.id) {
+            return;
+        }
+        map.insert(msg.id.clone(), Leased { message: Vec::new(), ..msg.clone() });
     }
     warn!(queue_id = %msg.id, "completion not written; the message is held as done and the write retried");
-    // The completion needs the id, thread, direction and sender, not the body.
-    let msg = Leased { message: Vec::new(), ..msg.clone() };
+    let id = msg.id.clone();
     tokio::spawn(async move {
         let mut delay = FIRST_DELAY;
         loop {
             tokio::time::sleep(delay).await;
-            match queue::complete(&db, &msg).await {
-                Ok(()) => break,
+            let Some(current) = held_map().get(&id).cloned() else { return };
+            match queue::complete(&db, &current).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    // Not under this lease any more: a worker may have claimed it again
+                    // meanwhile (then `adopt` changed the token: try again), or the message
+                    // was deleted or taken over by another relay (nothing left to write).
+                    let changed = held_map().get(&id).is_some_and(|now| now.token != current.token);
+                    if changed {
+                        delay = FIRST_DELAY;
+                        continue;
+                    }
+                    warn!(queue_id = %id, "held message no longer under this relay's lease; stopped writing its completion");
+                    held_map().remove(&id);
+                    return;
+                }
                 Err(StoreError::Unavailable(sqlx::Error::PoolClosed)) => {
                     // The relay is stopping: its restart sends the message again.
-                    warn!(queue_id = %msg.id, "relay stopped before the completion was written");
-                    HELD.lock().unwrap_or_else(|p| p.into_inner()).remove(&msg.id);
+                    warn!(queue_id = %id, "relay stopped before the completion was written");
+                    held_map().remove(&id);
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(queue_id = %msg.id, error = %e, "completion still not written");
+                    tracing::debug!(queue_id = %id, error = %e, "completion still not written");
                     delay = (delay * 2).min(MAX_DELAY);
                 }
             }
         }
-        HELD.lock().unwrap_or_else(|p| p.into_inner()).remove(&msg.id);
-        info!(queue_id = %msg.id, "completion written after a retry");
+        held_map().remove(&id);
+        info!(queue_id = %id, "completion written after a retry");
     });
 }

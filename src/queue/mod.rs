@@ -2,13 +2,16 @@
 //! leased by delivery workers (several processes may share one PostgreSQL database), and
 //! deleted once delivered or given up, so message bodies do not outlive their delivery.
 
+pub mod writer;
+
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::address::{Mailbox, Side};
-use crate::store::{Backend, Db, Field, StoreError, Vault, now};
+use crate::store::audit::Actor;
+use crate::store::{Backend, Db, Field, StoreError, now};
+use crate::time::Timestamp;
 
 /// One message for one recipient, ready to send.
 #[derive(Debug, Clone)]
@@ -43,6 +46,8 @@ pub struct Leased {
     pub message: Vec<u8>,
     pub attempts: i64,
     pub created_at: i64,
+    /// This holder's lease (random, new at each claim): every write back checks it.
+    pub token: String,
 }
 
 /// The VERP bounce address of a queued message: bounces name the message, never a person.
@@ -73,13 +78,26 @@ pub async fn enqueue(
     items: &[Outgoing],
     mappings: &[IdMapping],
 ) -> Result<Vec<String>, StoreError> {
+    let mut tx = db.pool.begin().await?;
+    let ids = insert(&mut tx, db, relay_domain, items, mappings).await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// The rows of `enqueue`, inside a transaction the caller commits.
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    db: &Db,
+    relay_domain: &str,
+    items: &[Outgoing],
+    mappings: &[IdMapping],
+) -> Result<Vec<String>, StoreError> {
     let t = now();
     let mut ids = Vec::with_capacity(items.len());
-    let mut tx = db.pool.begin().await?;
     for item in items {
         let id = crate::address::random_token(24);
         sqlx::query(
-            "INSERT INTO queue (id, thread_id, direction, mail_from, rcpt_to, message, attempts, \
+            "INSERT INTO queue (id, thread_id, direction, mail_from, rcpt_to, size, attempts, \
              created_at, next_attempt_at, locked_until) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, 0)",
         )
         .bind(&id)
@@ -87,10 +105,16 @@ pub async fn enqueue(
         .bind(direction_str(item.direction))
         .bind(if item.null_sender { String::new() } else { bounce_address(&id, relay_domain) })
         .bind(db.vault.seal_text(Field::QueueRecipient, &id, &item.rcpt_to.expose()))
-        .bind(db.vault.seal(Field::QueueMessage, &id, &item.message))
+        .bind(item.message.len() as i64)
         .bind(t)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
+        // The body is written once, here, and deleted with the message: leases never touch it.
+        sqlx::query("INSERT INTO queue_bodies (id, message) VALUES ($1, $2)")
+            .bind(&id)
+            .bind(db.vault.seal(Field::QueueMessage, &id, &item.message))
+            .execute(&mut **tx)
+            .await?;
         ids.push(id);
     }
     for m in mappings {
@@ -103,62 +127,130 @@ pub async fn enqueue(
         .bind(&m.thread_id)
         .bind(db.vault.seal_text(Field::OriginalMessageId, &relay_id, &m.original))
         .bind(t)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(ids)
 }
 
-const LEASE_SQLITE: &str = "UPDATE queue SET locked_until = $1, locked_by = $2 WHERE id IN \
-     (SELECT id FROM queue WHERE next_attempt_at <= $3 AND locked_until <= $3 \
-      ORDER BY next_attempt_at LIMIT $4) \
-     RETURNING id, thread_id, direction, mail_from, rcpt_to, message, attempts, created_at";
+const CLAIMED: &str = "id, thread_id, direction, mail_from, rcpt_to, attempts, created_at";
 
-// SKIP LOCKED: two relays on one database never take the same row, and neither waits.
-const LEASE_POSTGRES: &str = "UPDATE queue SET locked_until = $1, locked_by = $2 WHERE id IN \
-     (SELECT id FROM queue WHERE next_attempt_at <= $3 AND locked_until <= $3 \
-      ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-     RETURNING id, thread_id, direction, mail_from, rcpt_to, message, attempts, created_at";
+/// Due, not leased (or its lease ran out), not held.
+const CLAIMABLE: &str = "next_attempt_at <= $4 AND locked_until <= $4 AND held = 0";
 
-fn leased_from_row(vault: &Vault, r: &AnyRow) -> Result<Leased, StoreError> {
+/// One statement: SQLite has one writer at a time, so the row the sub-select finds is the
+/// row the UPDATE changes, and the outer condition is checked again under the write lock.
+fn claim_sqlite() -> String {
+    format!(
+        "UPDATE queue SET locked_until = $1, locked_by = $2, lease_token = $3 WHERE id = \
+         (SELECT id FROM queue WHERE {CLAIMABLE} ORDER BY next_attempt_at LIMIT 1) AND {CLAIMABLE} \
+         RETURNING {CLAIMED}"
+    )
+}
+
+/// SKIP LOCKED: two relays on one database never take the same row, and neither waits; a
+/// row another transaction just leased is re-checked against CLAIMABLE and skipped.
+fn claim_postgres() -> String {
+    let returning: Vec<String> = CLAIMED.split(", ").map(|c| format!("q.{c}")).collect();
+    format!(
+        "WITH c AS (SELECT id FROM queue WHERE {CLAIMABLE} ORDER BY next_attempt_at LIMIT 1 \
+         FOR UPDATE SKIP LOCKED) \
+         UPDATE queue q SET locked_until = $1, locked_by = $2, lease_token = $3 FROM c WHERE q.id = c.id \
+         RETURNING {}",
+        returning.join(", ")
+    )
+}
+
+/// Takes the lease of one due message, for `lease` from now, under a fresh random token
+/// (the compare-and-set every later write checks), and reads its body. `node` is the
+/// relay's node id (`queue.node_id`), kept in `locked_by` so that node can take its
+/// leases back after a crash (`release_node`).
+pub async fn claim(db: &Db, node: &str, lease: Duration) -> Result<Option<Leased>, StoreError> {
+    let t = now();
+    let sql = match db.backend {
+        Backend::Sqlite => claim_sqlite(),
+        Backend::Postgres => claim_postgres(),
+    };
+    let token = crate::address::random_token(24);
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(t + lease.as_secs().max(1) as i64)
+        .bind(node)
+        .bind(&token)
+        .bind(t)
+        .fetch_optional(&db.pool)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
     let id: String = r.try_get("id")?;
-    Ok(Leased {
+    let body = sqlx::query("SELECT message FROM queue_bodies WHERE id = $1")
+        .bind(&id)
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("queued message {id} has no body")))?;
+    Ok(Some(Leased {
         thread_id: r.try_get("thread_id")?,
         direction: parse_direction(&r.try_get::<String, _>("direction")?)?,
         mail_from: r.try_get("mail_from")?,
-        rcpt_to: vault.open_text(Field::QueueRecipient, &id, &r.try_get::<String, _>("rcpt_to")?)?,
-        message: vault.open(Field::QueueMessage, &id, &r.try_get::<Vec<u8>, _>("message")?)?,
+        rcpt_to: db.vault.open_text(Field::QueueRecipient, &id, &r.try_get::<String, _>("rcpt_to")?)?,
+        message: db.vault.open(Field::QueueMessage, &id, &body.try_get::<Vec<u8>, _>("message")?)?,
         attempts: r.try_get("attempts")?,
         created_at: r.try_get("created_at")?,
+        token,
         id,
-    })
+    }))
 }
 
-/// Takes up to `limit` due messages for `lease` time. A worker that dies lets its lease
-/// run out and another takes the messages over: nothing is lost, and since a lease is
-/// only taken over after it expired, nothing is sent twice by two live workers.
-pub async fn lease(db: &Db, worker: &str, limit: i64, lease: Duration) -> Result<Vec<Leased>, StoreError> {
-    let t = now();
-    let sql = match db.backend {
-        Backend::Sqlite => LEASE_SQLITE,
-        Backend::Postgres => LEASE_POSTGRES,
-    };
-    let rows = sqlx::query(sql)
-        .bind(t + lease.as_secs() as i64)
-        .bind(worker)
-        .bind(t)
-        .bind(limit)
-        .fetch_all(&db.pool)
-        .await?;
-    rows.iter().map(|r| leased_from_row(&db.vault, r)).collect()
+/// Extends a lease to `lease` from now. False: the lease is no longer this holder's (it
+/// ran out and another took it, or the operator deleted the message).
+pub async fn renew(db: &Db, msg: &Leased, lease: Duration) -> Result<bool, StoreError> {
+    let n = sqlx::query("UPDATE queue SET locked_until = $1 WHERE id = $2 AND lease_token = $3")
+        .bind(now() + lease.as_secs().max(1) as i64)
+        .bind(&msg.id)
+        .bind(&msg.token)
+        .execute(&db.pool)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
 }
 
-/// Done (delivered or given up): the message leaves the queue with its body and
-/// recipient. What stays is its id, thread and direction, so a late bounce to its VERP
+/// At start, before any worker runs: every lease held under `node` belongs to this relay's
+/// previous run (it crashed mid-delivery), so it is released now instead of after
+/// `lease_secs`. Returns how many.
+pub async fn release_node(db: &Db, node: &str) -> Result<u64, StoreError> {
+    let res = sqlx::query(
+        "UPDATE queue SET locked_until = 0, locked_by = NULL, lease_token = NULL WHERE locked_by = $1",
+    )
+    .bind(node)
+    .execute(&db.pool)
+    .await?;
+    Ok(res.rows_affected())
+}
+
+/// Delivered: the message leaves the queue with its body and recipient, if the lease is
+/// still `msg`'s. What stays is its id, thread and direction, so a late bounce to its VERP
 /// address can still be tied to the thread; notices (null sender) cannot be bounced to.
-pub async fn complete(db: &Db, msg: &Leased) -> Result<(), StoreError> {
+/// False (and nothing written) when the lease was lost.
+pub async fn complete(db: &Db, msg: &Leased) -> Result<bool, StoreError> {
     let mut tx = db.pool.begin().await?;
+    if !remove_leased(&mut tx, msg).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Deletes `msg` and its body if its lease is still held; records it as sent.
+async fn remove_leased(tx: &mut sqlx::Transaction<'_, sqlx::Any>, msg: &Leased) -> Result<bool, StoreError> {
+    let n = sqlx::query("DELETE FROM queue WHERE id = $1 AND lease_token = $2")
+        .bind(&msg.id)
+        .bind(&msg.token)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if n != 1 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM queue_bodies WHERE id = $1").bind(&msg.id).execute(&mut **tx).await?;
     if !msg.mail_from.is_empty() {
         sqlx::query(
             "INSERT INTO sent_messages (queue_id, thread_id, direction, sent_at) VALUES ($1, $2, $3, $4) \
@@ -168,12 +260,28 @@ pub async fn complete(db: &Db, msg: &Leased) -> Result<(), StoreError> {
         .bind(&msg.thread_id)
         .bind(direction_str(msg.direction))
         .bind(now())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    sqlx::query("DELETE FROM queue WHERE id = $1").bind(&msg.id).execute(&mut *tx).await?;
+    Ok(true)
+}
+
+/// Given up: like `complete`, and in the same transaction the notices to send in its
+/// place (a bounce to the sender). False (nothing written) when the lease was lost.
+pub async fn give_up(
+    db: &Db,
+    msg: &Leased,
+    relay_domain: &str,
+    notices: &[Outgoing],
+) -> Result<bool, StoreError> {
+    let mut tx = db.pool.begin().await?;
+    if !remove_leased(&mut tx, msg).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    insert(&mut tx, db, relay_domain, notices, &[]).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// How long a sent message can still be bounced to.
@@ -202,19 +310,30 @@ pub async fn prune_sent(db: &Db) -> Result<u64, StoreError> {
     Ok(res.rows_affected())
 }
 
-/// A transient failure: try again at `next_attempt_at`. `error` is what the operator sees
-/// in `queue list`: callers pass it with the recipient's address cut out.
-pub async fn retry_later(db: &Db, id: &str, next_attempt_at: i64, error: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE queue SET attempts = attempts + 1, next_attempt_at = $2, locked_until = 0, \
-         locked_by = NULL, last_error = $3 WHERE id = $1",
+/// Not delivered this time: try again at `next_attempt_at`, if the lease is still `msg`'s
+/// (false: lost, nothing written). `attempt` says whether this counts as an attempt (a
+/// destination at its concurrency limit does not). `error` is what the operator sees in
+/// `queue list`: callers pass it with the recipient's address cut out.
+pub async fn retry_later(
+    db: &Db,
+    msg: &Leased,
+    next_attempt_at: i64,
+    error: &str,
+    attempt: bool,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "UPDATE queue SET attempts = attempts + $3, next_attempt_at = $4, locked_until = 0, \
+         locked_by = NULL, lease_token = NULL, last_error = $5 WHERE id = $1 AND lease_token = $2",
     )
-    .bind(id)
+    .bind(&msg.id)
+    .bind(&msg.token)
+    .bind(i64::from(attempt))
     .bind(next_attempt_at)
     .bind(error)
     .execute(&db.pool)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 /// When the next attempt is due after `attempts` failures: exponential backoff from
@@ -230,37 +349,113 @@ pub fn backoff(attempts: i64, base: Duration, max: Duration) -> Duration {
 pub struct QueuedInfo {
     pub id: String,
     pub thread: String,
+    /// `to_shopper` or `to_store`.
     pub direction: String,
     pub attempts: i64,
-    pub created_at: i64,
-    pub next_attempt_at: i64,
+    pub created_at: Timestamp,
+    pub next_attempt_at: Timestamp,
+    /// Bytes of the message.
     pub size: i64,
+    /// The last deferral, with the recipient's address cut out.
     pub last_error: Option<String>,
+    /// Held by the operator: not delivered until released.
+    pub held: bool,
+    /// A worker is trying it now: the node id (`queue.node_id`) of its relay.
+    pub in_flight: Option<String>,
 }
 
-/// The queue as the operator sees it, oldest first.
-pub async fn list(db: &Db, limit: i64) -> Result<Vec<QueuedInfo>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, thread_id, direction, attempts, created_at, next_attempt_at, \
-         LENGTH(message) AS size, last_error FROM queue ORDER BY created_at LIMIT $1",
-    )
+const INFO: &str = "id, thread_id, direction, attempts, created_at, next_attempt_at, size, last_error, \
+                    held, locked_by, locked_until";
+
+fn info_from_row(r: &sqlx::any::AnyRow, t: i64) -> Result<QueuedInfo, StoreError> {
+    let locked_until: i64 = r.try_get("locked_until")?;
+    let locked_by: Option<String> = r.try_get("locked_by")?;
+    Ok(QueuedInfo {
+        id: r.try_get("id")?,
+        thread: r.try_get("thread_id")?,
+        direction: r.try_get("direction")?,
+        attempts: r.try_get("attempts")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        next_attempt_at: Timestamp(r.try_get("next_attempt_at")?),
+        size: r.try_get("size")?,
+        last_error: r.try_get("last_error")?,
+        held: r.try_get::<i64, _>("held")? != 0,
+        in_flight: locked_by.filter(|_| locked_until > t),
+    })
+}
+
+/// The cursor key of a listed message: oldest first, ties by id.
+pub fn list_key(m: &QueuedInfo) -> String {
+    format!("{}:{}", m.created_at.secs(), m.id)
+}
+
+/// Up to `limit` queued messages, oldest first, after the one whose `list_key` is `after`.
+pub async fn list(db: &Db, limit: i64, after: Option<(i64, String)>) -> Result<Vec<QueuedInfo>, StoreError> {
+    let (at, id) = after.unwrap_or((i64::MIN, String::new()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {INFO} FROM queue WHERE created_at > $1 OR (created_at = $1 AND id > $2) \
+         ORDER BY created_at, id LIMIT $3"
+    )))
+    .bind(at)
+    .bind(id)
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(QueuedInfo {
-                id: r.try_get("id")?,
-                thread: r.try_get("thread_id")?,
-                direction: r.try_get("direction")?,
-                attempts: r.try_get("attempts")?,
-                created_at: r.try_get("created_at")?,
-                next_attempt_at: r.try_get("next_attempt_at")?,
-                size: r.try_get::<i64, _>("size")?,
-                last_error: r.try_get("last_error")?,
-            })
-        })
-        .collect()
+    let t = now();
+    rows.iter().map(|r| info_from_row(r, t)).collect()
+}
+
+/// One queued message (`queue show`).
+pub async fn show(db: &Db, id: &str) -> Result<QueuedInfo, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {INFO} FROM queue WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    info_from_row(&row, now())
+}
+
+/// Deletes a queued message and its body (`queue delete`), recorded in the audit log. A
+/// worker trying it now loses its lease: it writes nothing back, and its lease renewal
+/// stops the attempt.
+pub async fn delete(db: &Db, id: &str, actor: Actor) -> Result<(), StoreError> {
+    let mut tx = db.pool.begin().await?;
+    let n = sqlx::query("DELETE FROM queue WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    sqlx::query("DELETE FROM queue_bodies WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    crate::store::audit::record(db, actor, "queue.delete", id, serde_json::json!({})).await
+}
+
+/// Holds a message (`queue hold`): never claimed until released. An attempt already under
+/// way finishes; if it defers, the message stays held.
+pub async fn hold(db: &Db, id: &str, actor: Actor) -> Result<QueuedInfo, StoreError> {
+    set_held(db, id, true, actor).await
+}
+
+/// Releases a held message (`queue release`): due at once.
+pub async fn release(db: &Db, id: &str, actor: Actor) -> Result<QueuedInfo, StoreError> {
+    set_held(db, id, false, actor).await
+}
+
+async fn set_held(db: &Db, id: &str, held: bool, actor: Actor) -> Result<QueuedInfo, StoreError> {
+    let sql = if held {
+        "UPDATE queue SET held = 1 WHERE id = $1"
+    } else {
+        "UPDATE queue SET held = 0, next_attempt_at = $2 WHERE id = $1"
+    };
+    let mut q = sqlx::query(sql).bind(id);
+    if !held {
+        q = q.bind(now());
+    }
+    if q.execute(&db.pool).await?.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let action = if held { "queue.hold" } else { "queue.release" };
+    crate::store::audit::record(db, actor, action, id, serde_json::json!({})).await?;
+    show(db, id).await
 }
 
 /// How many messages wait, and the age in seconds of the oldest.
@@ -272,13 +467,62 @@ pub async fn depth(db: &Db) -> Result<(i64, i64), StoreError> {
     Ok((n, oldest.map(|o| now() - o).unwrap_or(0)))
 }
 
-/// Makes every queued message due now (the operator's "flush").
+/// Whether nothing is queued, so nothing is in flight either: the barrier tests wait for
+/// instead of sleeping for "nothing happened".
+pub async fn idle(db: &Db) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM queue").fetch_one(&db.pool).await?;
+    Ok(row.try_get::<i64, _>("n")? == 0)
+}
+
+/// Makes every queued message that is not held due now (the operator's "flush").
 pub async fn retry_all_now(db: &Db) -> Result<u64, StoreError> {
-    let res = sqlx::query("UPDATE queue SET next_attempt_at = $1 WHERE locked_until <= $1")
+    let res = sqlx::query("UPDATE queue SET next_attempt_at = $1 WHERE locked_until <= $1 AND held = 0")
         .bind(now())
         .execute(&db.pool)
         .await?;
     Ok(res.rows_affected())
+}
+
+/// `queue.max_messages`: whether the queue holds so much that new mail should wait
+/// (`451 4.3.1`). Counted at most once a second; messages this process enqueued since are
+/// added at once, so a burst cannot overshoot the bound by more than other relays' share.
+pub struct Backpressure {
+    limit: i64,
+    estimate: std::sync::atomic::AtomicI64,
+    counted_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Backpressure {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            estimate: std::sync::atomic::AtomicI64::new(0),
+            counted_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// True when the queue holds `limit` messages or more. A failed count says false: the
+    /// enqueue that follows will answer 451 4.3.0 itself if the database is gone.
+    pub async fn full(&self, db: &Db) -> bool {
+        use std::sync::atomic::Ordering;
+        let stale = self
+            .counted_at
+            .lock()
+            .map(|at| at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)))
+            .unwrap_or(true);
+        if stale && let Ok((n, _)) = depth(db).await {
+            self.estimate.store(n, Ordering::Relaxed);
+            if let Ok(mut at) = self.counted_at.lock() {
+                *at = Some(std::time::Instant::now());
+            }
+        }
+        self.estimate.load(Ordering::Relaxed) >= self.limit
+    }
+
+    /// `n` messages were just enqueued by this process.
+    pub fn added(&self, n: usize) {
+        self.estimate.fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,12 @@ pub trait Backend: Send + Sync + 'static {
     /// evidence, though the mail is refused like an unknown alias.
     fn record_inactive(&self, rcpt: &Recipient, sender: Option<&Mailbox>) -> impl Future<Output = ()> + Send;
 
+    /// Whether the queue is at its bound (`queue.max_messages`): new mail gets
+    /// `451 4.3.1` at MAIL and after DATA. Backends without a queue are never full.
+    fn queue_full(&self) -> impl Future<Output = bool> + Send {
+        async { false }
+    }
+
     /// Everything after the end of DATA: the reply to it. A positive reply means the
     /// message is durably stored.
     fn accept(
@@ -101,7 +107,15 @@ impl Backend for Context {
         crate::leak::record_inactive_attempt(&self.db, &rcpt.thread, rcpt.side, &rcpt.store, sender).await
     }
 
+    async fn queue_full(&self) -> bool {
+        self.backpressure.full(&self.db).await
+    }
+
     async fn accept(&self, tx: &Transaction, message: Vec<u8>, peer: IpAddr, helo: &str) -> Reply {
+        // Checked again at the end of DATA: other sessions may have filled it meanwhile.
+        if self.queue_full().await {
+            return reply::QUEUE_FULL;
+        }
         let copies = tx.recipients.len() + 1;
         let Ok(_room) = self.rewrite_memory.acquire(message.len().saturating_mul(copies)).await else {
             return reply::STORAGE_UNAVAILABLE;

@@ -33,6 +33,10 @@ pub struct Context {
     pub tls: Option<TlsAcceptor>,
     /// Wakes the delivery workers after an enqueue.
     pub wake: Arc<Notify>,
+    /// `queue.max_messages`: whether new mail must wait.
+    pub backpressure: crate::queue::Backpressure,
+    /// Group commit: the queue writes of every session go through one writer task.
+    pub writer: crate::queue::writer::Writer,
     /// `smtp.rewrite_memory_bytes`: room for messages being parsed and rewritten.
     pub rewrite_memory: backend::MemoryBudget,
     /// `smtp.data_memory_bytes`: room for messages being received, shared by the MX and

@@ -52,6 +52,8 @@ pub const SENDER_NOT_AUTHENTICATED: Reply = r(
 );
 pub const NO_FROM: Reply = r(550, "5.7.1 Message has no usable From header");
 pub const TOO_BIG: Reply = r(552, "5.3.4 Message exceeds the maximum size this relay accepts");
+/// `queue.max_messages` reached: the relay takes more once deliveries make room.
+pub const QUEUE_FULL: Reply = r(451, "4.3.1 The relay's queue is full; try again later");
 pub const STORAGE_UNAVAILABLE: Reply =
     r(451, "4.3.0 Cannot store the message safely right now; please try again later");
 pub const NO_ROOM_FOR_SIZE: Reply =

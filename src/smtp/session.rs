@@ -371,7 +371,7 @@ impl<B: Backend> Session<B> {
                 Flow::Continue
             }
             Request::Lhlo { .. } => self.error(reply::UNRECOGNIZED),
-            Request::Mail { from } => self.mail(&from.address, from.size),
+            Request::Mail { from } => self.mail(&from.address, from.size).await,
             Request::Rcpt { to } => self.rcpt(&to.address).await,
             Request::Data => match std::mem::replace(&mut self.phase, Phase::Greeted) {
                 Phase::Rcpt(tx) => {
@@ -502,7 +502,7 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    fn mail(&mut self, address: &str, size: usize) -> Flow {
+    async fn mail(&mut self, address: &str, size: usize) -> Flow {
         match &self.phase {
             Phase::Fresh => return self.error(reply::GREET_FIRST),
             Phase::Mail(_) | Phase::Rcpt(_) => return self.error(reply::NESTED_MAIL),
@@ -513,6 +513,9 @@ impl<B: Backend> Session<B> {
         }
         if size > self.setup.config.smtp.max_message_bytes {
             return self.error(reply::TOO_BIG);
+        }
+        if self.backend.queue_full().await {
+            return self.error(reply::QUEUE_FULL);
         }
         let sender = if address.is_empty() {
             None

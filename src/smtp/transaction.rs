@@ -12,7 +12,7 @@ use super::reply::{self, Reply};
 use crate::address::{Mailbox, Side, StoreId};
 use crate::auth::dmarc::Origin;
 use crate::auth::{Decision, DmarcOutcome, Refusal};
-use crate::queue::{self, IdMapping, Outgoing};
+use crate::queue::{IdMapping, Outgoing};
 use crate::rewrite::plan::{Sender, Settings, plan_for};
 use crate::rewrite::{self, IdMap, Plan};
 use crate::store::events::{self, EventKind, NewEvent};
@@ -152,9 +152,10 @@ async fn record_refusal_with(
 pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: IpAddr, helo: &str) -> Reply {
     let notices = bounces(ctx, tx, &raw).await;
     if tx.recipients.is_empty() {
-        return match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &notices, &[]).await {
-            Ok(_) => {
-                ctx.wake.notify_waiters();
+        return match ctx.writer.enqueue(&notices, &[]).await {
+            Ok(ids) => {
+                ctx.backpressure.added(ids.len());
+                ctx.wake.notify_one();
                 Reply::new(250, "2.0.0 Bounce received")
             }
             Err(e) => {
@@ -274,9 +275,10 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
             null_sender: false,
         });
     }
-    match queue::enqueue(&ctx.db, &ctx.config.relay.domain, &outgoing, &mappings).await {
+    match ctx.writer.enqueue(&outgoing, &mappings).await {
         Ok(ids) => {
-            ctx.wake.notify_waiters();
+            ctx.backpressure.added(ids.len());
+            ctx.wake.notify_one();
             crate::metrics::message_accepted();
             info!(queue_ids = ?ids, recipients = ids.len(), bytes = raw.len(), "message queued");
             Reply::new(250, format!("2.0.0 Message queued as {}", ids.join(",")))

@@ -24,11 +24,8 @@ const TABLES: &[Table] = &[
         key: "id",
         sealed: &[("shopper_email", Field::ShopperEmail, true), ("shopper_name", Field::ShopperName, true)],
     },
-    Table {
-        name: "queue",
-        key: "id",
-        sealed: &[("rcpt_to", Field::QueueRecipient, true), ("message", Field::QueueMessage, false)],
-    },
+    Table { name: "queue", key: "id", sealed: &[("rcpt_to", Field::QueueRecipient, true)] },
+    Table { name: "queue_bodies", key: "id", sealed: &[("message", Field::QueueMessage, false)] },
     Table { name: "message_ids", key: "relay_id", sealed: &[("original", Field::OriginalMessageId, true)] },
     Table { name: "webhooks", key: "id", sealed: &[("secret", Field::WebhookSecret, true)] },
 ];

@@ -446,8 +446,8 @@ pub async fn erase_shopper(db: &Db, shopper: &Mailbox, by: Actor) -> Result<u64,
     let indexes = db.vault.blind_indexes(&shopper.normalized());
     let of_shopper = format!("SELECT id FROM threads WHERE {}", shopper_key_in(indexes.len(), 1));
     let mut tx = db.pool.begin().await?;
-    for table in THREAD_DATA {
-        let sql = format!("DELETE FROM {table} WHERE thread_id IN ({of_shopper})");
+    for delete in THREAD_DATA {
+        let sql = delete.replace("{threads}", &of_shopper);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for index in &indexes {
             query = query.bind(index);
@@ -509,8 +509,15 @@ pub fn same_shopper(a: &Thread, b: &Thread) -> bool {
     }
 }
 
-/// What a thread leaves behind in other tables, deleted when it is erased.
-const THREAD_DATA: [&str; 3] = ["queue", "message_ids", "sent_messages"];
+/// What a thread leaves behind in other tables, deleted when it is erased: each a DELETE
+/// whose `{threads}` is the list (or sub-select) of the erased threads' ids. Queued bodies
+/// go first, found through their queue rows.
+const THREAD_DATA: [&str; 4] = [
+    "DELETE FROM queue_bodies WHERE id IN (SELECT id FROM queue WHERE thread_id IN ({threads}))",
+    "DELETE FROM queue WHERE thread_id IN ({threads})",
+    "DELETE FROM message_ids WHERE thread_id IN ({threads})",
+    "DELETE FROM sent_messages WHERE thread_id IN ({threads})",
+];
 
 /// Erases, at most `limit` at a time, the threads whose shopper has been gone long enough:
 /// revoked or paused at or before `before` (Unix seconds), or expired by then. Returns the
@@ -548,8 +555,8 @@ pub async fn erase_due(db: &Db, before: i64, limit: i64) -> Result<Vec<String>, 
         query.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
     if !erased.is_empty() {
         let list: Vec<String> = (0..erased.len()).map(|i| format!("${}", i + 1)).collect();
-        for table in THREAD_DATA {
-            let sql = format!("DELETE FROM {table} WHERE thread_id IN ({})", list.join(", "));
+        for delete in THREAD_DATA {
+            let sql = delete.replace("{threads}", &list.join(", "));
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in &erased {
                 query = query.bind(id);

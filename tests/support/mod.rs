@@ -73,6 +73,9 @@ pub fn test_config(db_url: &str, sink: std::net::SocketAddr) -> Config {
     c.egress.retry_max_secs = 2;
     c.egress.workers = 2;
     c.database.url = db_url.into();
+    // Relays of one test process share a working directory and port 0: each gets its own
+    // node id, as relays sharing a database must (a test of a restart sets it itself).
+    c.queue.node_id = Some(format!("test-{}", random_name()));
     // Each relay signs with its own key, generated on first start beside its SQLite file
     // (so the test's temporary directory takes it away).
     let key_dir = db_url
@@ -190,6 +193,16 @@ impl TestRelay {
 
     pub async fn stop(self) {
         self.relay.shutdown().await;
+    }
+
+    /// The barrier after "nothing more should happen": waits until the queue is empty, so
+    /// no message is queued or in flight and every delivery has been written back.
+    pub async fn wait_queue_empty(&self) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !maskrelay::queue::idle(&self.relay.db).await.unwrap() {
+            assert!(std::time::Instant::now() < deadline, "queue not emptied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -74,6 +74,9 @@ pub struct Options {
     pub data_reply_delay: Duration,
     /// The first `.0` connections wait `.1` before their greeting.
     pub slow_greetings: (usize, Duration),
+    /// The first `.0` messages wait `.1` before the reply after their final dot (a next
+    /// hop that stalls on the first attempt).
+    pub stall_first: (usize, Duration),
     /// Each burst of input waits this long before it is read, as over a link with that
     /// round trip: a client that waits for every reply pays it per command, one that
     /// pipelines once per batch (for benchmarks).
@@ -97,6 +100,7 @@ impl Default for Options {
             auth_mechanisms: "PLAIN LOGIN",
             data_reply_delay: Duration::ZERO,
             slow_greetings: (0, Duration::ZERO),
+            stall_first: (0, Duration::ZERO),
             latency: Duration::ZERO,
             max_line: None,
         }
@@ -122,6 +126,8 @@ struct Shared {
     script_rcpt: VecDeque<String>,
     /// DATA attempts seen, accepted or not.
     attempts: usize,
+    /// Final dots seen (counted before any stall).
+    data_ends: usize,
     /// TCP connections accepted.
     connections: usize,
     /// Sessions that ended (QUIT or closed).
@@ -213,6 +219,20 @@ impl Sink {
 
     pub fn delivered(&self) -> Vec<Delivered> {
         self.shared.lock().unwrap().delivered.clone()
+    }
+
+    /// Final dots received, counted before any stall (see `Options::stall_first`).
+    pub fn data_ends(&self) -> usize {
+        self.shared.lock().unwrap().data_ends
+    }
+
+    /// Waits until every message received has had its final reply (none is stalled).
+    pub async fn wait_answered(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.attempts() < self.data_ends() {
+            assert!(std::time::Instant::now() < deadline, "a message still waits for the sink's reply");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn attempts(&self) -> usize {
@@ -508,6 +528,14 @@ async fn session(
                 }
                 if !options.data_reply_delay.is_zero() {
                     tokio::time::sleep(options.data_reply_delay).await;
+                }
+                let seen = {
+                    let mut s = shared.lock().unwrap();
+                    s.data_ends += 1;
+                    s.data_ends
+                };
+                if seen <= options.stall_first.0 {
+                    tokio::time::sleep(options.stall_first.1).await;
                 }
                 transaction.end();
                 let mut s = shared.lock().unwrap();
