@@ -135,7 +135,7 @@ async fn settle(api_port: u16, sink: &Sink, want: &[String]) {
         let (status, queue) = api(api_port, "GET", "/v1/queue", None).await;
         let got = subjects(sink);
         let missing: Vec<&String> = want.iter().filter(|s| !got.contains_key(*s)).collect();
-        if status == 200 && queue.as_array().is_some_and(|q| q.is_empty()) && missing.is_empty() {
+        if status == 200 && queue["data"].as_array().is_some_and(|q| q.is_empty()) && missing.is_empty() {
             return;
         }
         assert!(
