@@ -323,17 +323,19 @@ impl Workers {
                 }
                 continue;
             };
-            // Delivered here, its completion not yet written (`settle`): not sent again. The
-            // completion is retried under the lease just taken.
-            if settle::is_held(&msg.id) {
-                settle::adopt(&msg);
+            // Already in this process's hands (its lease ran out while the database refused
+            // writes, or it was delivered and its completion is still being written): not
+            // sent again; the lease just taken is handed over to that write (`settle`).
+            if !settle::begin(&msg) {
                 continue;
             }
             // There may be more: pass the wake-up on to another idle worker.
             self.wake.notify_one();
             // Finish the message in hand even during shutdown: its lease would otherwise
             // hold it back until it expires.
+            let id = msg.id.clone();
             self.attempt(msg).await;
+            settle::end(&id);
         }
     }
 
@@ -399,17 +401,14 @@ impl Workers {
         msg: &Leased,
         result: Result<(), DeliveryError>,
     ) -> Result<Recorded, crate::store::StoreError> {
+        // Under the newest lease this process holds for it (`settle`: another worker may
+        // have claimed it again while the database refused the renewal).
+        let msg = &settle::current(msg);
         let written = match result {
             Ok(()) => {
-                let written = match self.writer.complete(msg).await {
-                    Ok(w) => w,
-                    Err(e) => {
-                        // Delivered: never sent again by this relay (`settle` keeps writing
-                        // the completion until the database takes it).
-                        settle::hold(self.db.clone(), msg);
-                        return Err(e);
-                    }
-                };
+                // Delivered: never sent again by this relay (`settle` writes the completion
+                // under the newest lease, and keeps writing it until the database takes it).
+                let written = settle::complete(&self.db, &self.writer, msg).await?;
                 if written {
                     crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Delivered);
                     info!(queue_id = %msg.id, attempts = msg.attempts + 1, "delivered");
