@@ -312,6 +312,12 @@ async fn japanese_shopper_stops_one_of_the_list_then_all() {
     assert_eq!(s, 201);
     let first = thread(&relay, "acme", "JP-1", HANAKO, "佐藤 花子", "ja").await;
     let second = thread(&relay, "beta", "JP-2", HANAKO, "佐藤 花子", "ja").await;
+    // The page lists newest first by creation time, kept in whole seconds: JP-3 must be
+    // created in a later second than JP-2 for the order below to be defined.
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() <= created {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let third = thread(&relay, "acme", "JP-3", HANAKO, "佐藤 花子", "ja").await;
     // Someone else's thread never shows on her page.
     let stranger = thread(&relay, "acme", "JP-9", JANE, "Jane", "en").await;
