@@ -225,20 +225,7 @@ fn serve_env(dir: &Path, smtp: u16, api: u16) -> Vec<(&'static str, String)> {
 }
 
 async fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let req = match method {
-        "POST" => client.post(url),
-        _ => client.get(url),
-    }
-    .bearer_auth(OPERATOR_TOKEN);
-    let req = match body {
-        Some(b) => req.json(&b),
-        None => req,
-    };
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    support::process::api(OPERATOR_TOKEN, port, method, path, body).await
 }
 
 async fn store_and_thread(port: u16) -> Value {

@@ -139,3 +139,24 @@ impl Drop for Served {
         }
     }
 }
+
+/// One request to a relay process's HTTP API with `token`: the status and the JSON answer
+/// (Null when there is none).
+pub async fn api(
+    token: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let req =
+        reqwest::Client::new().request(method, format!("http://127.0.0.1:{port}{path}")).bearer_auth(token);
+    let req = match body {
+        Some(b) => req.json(&b),
+        None => req,
+    };
+    let resp = req.send().await.expect("the relay's API answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
