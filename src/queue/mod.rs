@@ -172,14 +172,18 @@ pub async fn claim(db: &Db, node: &str, lease: Duration) -> Result<Option<Leased
         Backend::Postgres => claim_postgres(),
     };
     let token = crate::address::random_token(24);
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    // fetch_all, not fetch_optional: the statement is stepped to its end, where SQLite
+    // commits the UPDATE (autocommit). Stopped at the first row, a commit that fails (a
+    // full disk) goes unseen: the worker would deliver under a lease the database never
+    // stored, and another worker would claim the message again (seen in tests/diskfull.rs).
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(t + lease.as_secs().max(1) as i64)
         .bind(node)
         .bind(&token)
         .bind(t)
-        .fetch_optional(&db.pool)
+        .fetch_all(&db.pool)
         .await?;
-    let Some(r) = row else { return Ok(None) };
+    let Some(r) = rows.into_iter().next() else { return Ok(None) };
     let id: String = r.try_get("id")?;
     let body = sqlx::query("SELECT message FROM queue_bodies WHERE id = $1")
         .bind(&id)
