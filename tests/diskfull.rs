@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::process::{Served, free_port};
 use support::sink::Options;
 use support::*;
@@ -173,22 +173,7 @@ async fn full_disk_refuses_then_recovers_without_loss_or_duplicates() {
     ];
     let mut relay = Served::start(dir.path(), &env, &[]);
     relay.wait_healthy(port).await;
-    let (s, v) = api(
-        port,
-        "POST",
-        "/v1/stores",
-        Some(json!({"id": "acme", "name": "Acme", "contact": "support@acme.example", "senders": ["orders@acme.example"]})),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, thread) = api(
-        port,
-        "POST",
-        "/v1/threads",
-        Some(json!({"order": "1001", "store": "acme", "shopper": {"email": "jane@shopper.example", "name": "Jane"}})),
-    )
-    .await;
-    assert_eq!(s, 201, "{thread}");
+    let thread = support::process::acme_thread(OPERATOR_TOKEN, port, "1001").await;
     let alias = thread["shopper_alias"].as_str().unwrap().to_owned();
 
     let mut accepted: Vec<String> = Vec::new();

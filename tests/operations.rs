@@ -229,23 +229,7 @@ async fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, 
 }
 
 async fn store_and_thread(port: u16) -> Value {
-    let (s, v) = api(
-        port,
-        "POST",
-        "/v1/stores",
-        Some(json!({"id": "acme", "name": "Acme", "contact": "support@acme.example", "senders": ["orders@acme.example"]})),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, thread) = api(
-        port,
-        "POST",
-        "/v1/threads",
-        Some(json!({"order": "1001", "store": "acme", "shopper": {"email": "jane@shopper.example", "name": "Jane"}})),
-    )
-    .await;
-    assert_eq!(s, 201, "{thread}");
-    thread
+    support::process::acme_thread(OPERATOR_TOKEN, port, "1001").await
 }
 
 /// `maskrelay health` is 0 against a healthy relay and 1 when nothing answers; with

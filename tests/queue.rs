@@ -342,22 +342,7 @@ async fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, 
 
 /// Store acme and one thread; its shopper alias.
 async fn alias_of_new_thread(port: u16) -> String {
-    let (s, v) = api(
-        port,
-        "POST",
-        "/v1/stores",
-        Some(json!({"id": "acme", "name": "Acme", "contact": "support@acme.example", "senders": ["orders@acme.example"]})),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, t) = api(
-        port,
-        "POST",
-        "/v1/threads",
-        Some(json!({"order": "k1", "store": "acme", "shopper": {"email": "jane@shopper.example", "name": "Jane"}})),
-    )
-    .await;
-    assert_eq!(s, 201, "{t}");
+    let t = support::process::acme_thread(TOKEN, port, "k1").await;
     t["shopper_alias"].as_str().unwrap().to_owned()
 }
 

@@ -160,3 +160,15 @@ pub async fn api(
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// Through a relay process's API: store `acme` (contact support@acme.example, sender
+/// orders@acme.example) and one thread of order `order` for jane@shopper.example; the thread.
+pub async fn acme_thread(token: &str, port: u16, order: &str) -> serde_json::Value {
+    let store = serde_json::json!({"id": "acme", "name": "Acme", "contact": "support@acme.example", "senders": ["orders@acme.example"]});
+    let (s, v) = api(token, port, "POST", "/v1/stores", Some(store)).await;
+    assert_eq!(s, 201, "{v}");
+    let thread = serde_json::json!({"order": order, "store": "acme", "shopper": {"email": "jane@shopper.example", "name": "Jane"}});
+    let (s, t) = api(token, port, "POST", "/v1/threads", Some(thread)).await;
+    assert_eq!(s, 201, "{t}");
+    t
+}
