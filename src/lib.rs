@@ -5,6 +5,7 @@ pub mod address;
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod bounce;
 pub mod config;
 pub mod delivery;
 pub mod dns;

@@ -1,11 +1,11 @@
 #![no_main]
-//! The DSN reader (delivery::bounce::parse_dsn): any bytes that reach a VERP bounce
+//! The DSN reader (bounce::parse_dsn): any bytes that reach a VERP bounce
 //! address. No panic; a status it reports is an RFC 3463 status code (class 2, 4 or 5, then
 //! a subject and a detail of one to three digits),; `permanent` is
 //! exactly "Action: failed" or a 5.x.x status.
 
 use libfuzzer_sys::fuzz_target;
-use maskrelay::delivery::bounce::parse_dsn;
+use maskrelay::bounce::parse_dsn;
 
 fuzz_target!(|raw: &[u8]| {
     let report = parse_dsn(raw);

@@ -2,7 +2,6 @@
 //! (a smarthost, or direct MX delivery). Transient failures are retried with backoff;
 //! permanent ones and messages too old are given up and recorded.
 
-pub mod bounce;
 pub mod client;
 pub mod dkim;
 pub mod downgrade;
@@ -487,7 +486,7 @@ impl Workers {
         if !msg.mail_from.is_empty()
             && let Some(t) = &thread
             && let Ok(store) = crate::store::stores::get_any(&self.db, &t.store_id).await
-            && let Some(notice) = bounce::notice(t, &store, msg.direction, status, &self.relay_domain)
+            && let Some(notice) = crate::bounce::notice(t, &store, msg.direction, status, &self.relay_domain)
         {
             notices.push(notice);
         }

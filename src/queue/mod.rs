@@ -50,11 +50,6 @@ pub struct Leased {
     pub token: String,
 }
 
-/// The VERP bounce address of a queued message: bounces name the message, never a person.
-pub fn bounce_address(queue_id: &str, relay_domain: &str) -> String {
-    format!("bounce+{queue_id}@{relay_domain}")
-}
-
 fn direction_str(side: Side) -> &'static str {
     match side {
         Side::Shopper => "to_shopper",
@@ -103,7 +98,7 @@ async fn insert(
         .bind(&id)
         .bind(&item.thread_id)
         .bind(direction_str(item.direction))
-        .bind(if item.null_sender { String::new() } else { bounce_address(&id, relay_domain) })
+        .bind(if item.null_sender { String::new() } else { crate::bounce::verp::address(&id, relay_domain) })
         .bind(db.vault.seal_text(Field::QueueRecipient, &id, &item.rcpt_to.expose()))
         .bind(item.message.len() as i64)
         .bind(t)

@@ -574,7 +574,7 @@ impl<B: Backend> Session<B> {
         if rcpt.domain() != config.relay.domain {
             return (reply::NOT_RELAY_DOMAIN, tx);
         }
-        if let Some(queue_id) = crate::delivery::bounce::queue_id_of(rcpt.local()) {
+        if let Some(queue_id) = crate::bounce::queue_id_of(rcpt.local()) {
             return self.bounce_recipient(queue_id, tx).await;
         }
         let found = match self.backend.find_alias(rcpt.local()).await {

@@ -71,7 +71,7 @@ async fn bounces(ctx: &Context, tx: &Transaction, raw: &[u8]) -> Vec<Outgoing> {
     if tx.bounces.is_empty() {
         return Vec::new();
     }
-    let report = crate::delivery::bounce::parse_dsn(raw);
+    let report = crate::bounce::parse_dsn(raw);
     let mut notices = Vec::new();
     for b in &tx.bounces {
         crate::metrics::bounce_received();
@@ -87,7 +87,7 @@ async fn bounces(ctx: &Context, tx: &Transaction, raw: &[u8]) -> Vec<Outgoing> {
             warn!(error = %e, "could not record bounce");
         }
         if report.permanent {
-            notices.extend(crate::delivery::bounce::notice(
+            notices.extend(crate::bounce::notice(
                 &b.thread,
                 &b.store,
                 b.direction,
