@@ -307,7 +307,9 @@ impl Workers {
             }
             // One message at a time, leased just before its attempt: nothing waits under a
             // lease while the messages before it are sent.
-            let msg = match queue::claim(&self.db, &self.node, self.lease_time()).await {
+            // Through the writer: claims share the batch commits of enqueues and
+            // completions instead of each taking SQLite's write lock on its own.
+            let msg = match self.writer.claim(&self.node, self.lease_time()).await {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(error = %e, "queue claim failed");

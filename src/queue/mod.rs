@@ -159,8 +159,24 @@ fn claim_postgres() -> String {
 /// Takes the lease of one due message, for `lease` from now, under a fresh random token
 /// (the compare-and-set every later write checks), and reads its body. `node` is the
 /// relay's node id (`queue.node_id`), kept in `locked_by` so that node can take its
-/// leases back after a crash (`release_node`).
+/// leases back after a crash (`release_node`). The delivery workers claim through the
+/// process's writer (`writer::Writer::claim`), in its batches; this is the same claim in
+/// a transaction of its own.
 pub async fn claim(db: &Db, node: &str, lease: Duration) -> Result<Option<Leased>, StoreError> {
+    let mut tx = db.pool.begin().await?;
+    let leased = claim_in(&mut tx, db, node, lease).await?;
+    tx.commit().await?;
+    Ok(leased)
+}
+
+/// `claim`, inside a transaction the caller commits: the lease exists, and the worker may
+/// start, only once that commit succeeds.
+async fn claim_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    db: &Db,
+    node: &str,
+    lease: Duration,
+) -> Result<Option<Leased>, StoreError> {
     let t = now();
     let sql = match db.backend {
         Backend::Sqlite => claim_sqlite(),
