@@ -49,6 +49,8 @@ DOMAIN = "relay.bench"
 SENDER = "orders@shop.bench"
 SHOPPER = "shopper@inbox.bench"
 TOKEN = "bench-token-0123456789abcdef0123456789"
+# Appended to the relay's PostgreSQL URL (--pg-params), e.g. "?sslmode=disable".
+PG_PARAMS = ""
 
 
 def log(*a):
@@ -287,6 +289,10 @@ class Sink:
     def count(self) -> int:
         return sum(len(f) for _, _, f in os.walk(self.dump))
 
+    def ticks(self) -> int:
+        st = proc_stat(self.proc.pid) if self.proc else None
+        return st[1] + st[2] if st else 0
+
     def stop(self):
         if self.proc:
             self.proc.send_signal(signal.SIGTERM)
@@ -330,8 +336,13 @@ def run_source(pkg: PostfixPackage, port: int, to: str, n: int, sessions: int, s
     cmd = [pkg.bin("smtp-source"), "-d", "-s", str(sessions), "-m", str(n), "-l", str(size),
            "-M", "source.bench", "-f", SENDER, "-t", to, "-S", tag, f"127.0.0.1:{port}"]
     t0 = time.monotonic()
-    p = subprocess.run(cmd, env=pkg.env, capture_output=True, text=True)
-    return time.monotonic() - t0, p.returncode, p.stderr.strip()[-500:]
+    p = subprocess.Popen(cmd, env=pkg.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = p.stderr.read()
+    # wait4: the CPU smtp-source used, from its own rusage.
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    secs = time.monotonic() - t0
+    return secs, p.returncode, err.strip()[-500:], usage.ru_utime + usage.ru_stime
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,7 +375,7 @@ class Maskrelay:
         else:
             self.pg_db = f"mr_bench_{os.getpid()}_{int(time.time() * 1000) % 10**9}"
             psql(self.pg_base, f"CREATE DATABASE {self.pg_db}")
-            url = f"{self.pg_base}/{self.pg_db}"
+            url = f"{self.pg_base}/{self.pg_db}{PG_PARAMS}"
         workers = f"workers = {self.workers}\n" if self.workers else ""
         (self.work / "maskrelay.toml").write_text(f"""\
 [relay]
@@ -455,6 +466,9 @@ class Result:
     e2e: float | None = None
     cpu_ms: float | None = None
     db_cpu_ms: float | None = None
+    # smtp-source's and smtp-sink's CPU per message: the load generator and the next hop
+    # share the 2 CPUs with the relay, so they bound what any relay can reach here.
+    harness_ms: float | None = None
     load: float = 0.0
     ok: bool = False
     note: str = ""
@@ -468,7 +482,8 @@ def measure(pkg, sink: Sink, port: int, to: str, n: int, sessions: int, size: in
         t_start = time.monotonic()
         c0 = ticks() if ticks else 0
         d0 = db_snapshot() if db_snapshot else {}
-        secs, rc, err = run_source(pkg, port, to, n, sessions, size, tag)
+        s0 = sink.ticks()
+        secs, rc, err, source_cpu = run_source(pkg, port, to, n, sessions, size, tag)
         res.accept = n / secs
         if rc != 0:
             res.note = f"smtp-source exit {rc}: {err}"
@@ -477,6 +492,7 @@ def measure(pkg, sink: Sink, port: int, to: str, n: int, sessions: int, size: in
             time.sleep(0.02)
         t_done = time.monotonic()
         c1 = ticks() if ticks else 0
+        res.harness_ms = (source_cpu + (sink.ticks() - s0) / CLK_TCK) * 1000 / n
         d1 = db_snapshot() if db_snapshot else {}
         if d1:
             res.db_cpu_ms = sum(t - d0.get(p, 0) for p, t in d1.items()) / CLK_TCK * 1000 / n
@@ -576,6 +592,9 @@ def main():
     ap.add_argument("--dkim", default="rsa,ed25519")
     ap.add_argument("--workers", type=int, help="egress.workers (default: the relay's default)")
     ap.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
+    ap.add_argument("--pg-params", default="",
+                    help='appended to the relay\'s database URL, e.g. "?sslmode=disable" (the default, '
+                         'sslmode=prefer, speaks TLS to a local server too)')
     ap.add_argument("--cache", default="/tmp/maskrelay-bench-postfix", type=Path)
     ap.add_argument("--work", default="/tmp/maskrelay-bench-run", type=Path)
     ap.add_argument("--deadline", type=float, default=300, help="seconds to wait for delivery")
@@ -584,6 +603,8 @@ def main():
                     help="instead of the matrix: one maskrelay run per variant under `perf record`, "
                          "reports written to this directory, top costs printed")
     a = ap.parse_args()
+    global PG_PARAMS
+    PG_PARAMS = a.pg_params
     if a.quick:
         a.sizes, a.sessions, a.dkim = "10", "10", "rsa"
         a.runs, a.messages = min(a.runs, 2), min(a.messages, 1000)
@@ -799,8 +820,9 @@ def print_table(rows, variants, a, pkg):
     print(f"\n{a.messages} messages per run, medians of {a.runs} interleaved rounds "
           f"(min-max in brackets), rates in msg/s, CPU in ms per message. Postfix {pkg.version()}.\n")
     print("| size | sessions | relay | accept | end to end | e2e vs Postfix | relay CPU/msg | "
-          "+ PostgreSQL backends | CPU vs Postfix (with backends) | checks | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "+ PostgreSQL backends | CPU vs Postfix (with backends) | harness CPU/msg | "
+          "CPU-bound ceiling | checks | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size_kb, sessions, per in rows:
         pf = per[("postfix",)]
         pf_e2e, pf_cpu = med([r.e2e for r in pf]), med([r.cpu_ms for r in pf])
@@ -815,12 +837,20 @@ def print_table(rows, variants, a, pkg):
             cratio = f"{cpu / pf_cpu:.2f}×" if who[0] == "maskrelay" and cpu and pf_cpu else ""
             if dbc is not None and cpu and pf_cpu:
                 cratio += f" ({(cpu + dbc) / pf_cpu:.2f}×)"
+            harness = med([r.harness_ms for r in rs])
+            # What this CPU per message allows on this machine's CPUs if nothing waited:
+            # every CPU busy with the harness, the relay and its database backends.
+            ceiling = ""
+            if harness is not None:
+                total = harness + (cpu or 0) + (dbc or 0)
+                ceiling = f"{os.cpu_count() * 1000 / total:,.0f}" if total else ""
             ok = sum(r.ok for r in rs)
             checks = f"{ok}/{len(rs)} ok" if ok == len(rs) else f"**{ok}/{len(rs)} ok**"
             accept = fmt_rate([r.accept for r in rs]) if who[0] != "direct" else fmt_rate([r.accept for r in rs])
             print(f"| {size_kb} KB | {sessions} | {label} | {accept} | {fmt_rate([r.e2e for r in rs])} | "
                   f"{ratio} | {fmt_ms([r.cpu_ms for r in rs]) if who[0] != 'direct' else ''} | "
                   f"{fmt_ms([r.db_cpu_ms for r in rs]) if dbc is not None else ''} | {cratio} | "
+                  f"{fmt_ms([r.harness_ms for r in rs]) if harness is not None else ''} | {ceiling} | "
                   f"{checks} | {med([r.load for r in rs]):.2f} |")
 
 
