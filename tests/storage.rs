@@ -393,9 +393,10 @@ async fn two_relays_share_one_postgres_queue() {
     a.stop().await;
 }
 
-/// Migration 0005 carries queued mail over: a database migrated up to 0004 (and the later
-/// numbers, as a relay that ran them has) with a message queued the old way (body in the
-/// queue row) gets it delivered from `queue_bodies` after the upgrade, still sealed.
+/// Migration 0005 carries queued mail over: a database migrated up to 0004 with a message
+/// queued the old way (body in the queue row, leased by a relay that is gone) gets it
+/// delivered from `queue_bodies` after the upgrade (0005 and every later migration, in
+/// order), still sealed, and its lease kept until its node is released (0010).
 async fn queue_migration(url: &str) {
     let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("migrations")
@@ -403,7 +404,8 @@ async fn queue_migration(url: &str) {
     let before = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(&all).unwrap() {
         let path = entry.unwrap().path();
-        if !path.file_name().unwrap().to_string_lossy().starts_with("0005") {
+        let number: u32 = path.file_name().unwrap().to_string_lossy()[..4].parse().unwrap();
+        if number < 5 {
             std::fs::copy(&path, before.path().join(path.file_name().unwrap())).unwrap();
         }
     }
@@ -427,7 +429,7 @@ async fn queue_migration(url: &str) {
         sqlx::query(insert).bind(id).bind(&rcpt).bind(&body).execute(&pool).await.unwrap();
         pool.close().await;
     }
-    let db = Db::connect(url, 2, vault()).await.expect("0005 applies over the later migrations");
+    let db = Db::connect(url, 2, vault()).await.expect("0005 and the later migrations apply");
     let info = queue::show(&db, id).await.unwrap();
     assert_eq!((info.attempts, info.in_flight.as_deref()), (2, Some("gone-node")));
     assert!(info.size > 0);

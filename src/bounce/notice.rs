@@ -80,4 +80,3 @@ pub fn notice(
         null_sender: true,
     })
 }
-

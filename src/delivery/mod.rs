@@ -247,7 +247,8 @@ pub struct Workers {
     pub node: String,
     /// For the notices the workers write.
     pub relay_domain: String,
-    /// Group commit: completions go through the process's one writer task.
+    /// Group commit: every queue write of the workers (claims, completions, deferrals,
+    /// give-ups) goes through the process's one writer task.
     pub writer: crate::queue::writer::Writer,
 }
 
@@ -422,7 +423,7 @@ impl Workers {
                 let reason = redact_reply(&reason, &self.identity(msg).await);
                 debug!(queue_id = %msg.id, reason = %reason, "destination busy");
                 let at = now() + retry_after.as_secs().max(1) as i64;
-                queue::retry_later(&self.db, msg, at, &reason, false).await?
+                self.writer.retry_later(msg, at, &reason, false).await?
             }
             Err(e) if !e.is_permanent() => {
                 // The next hop's words can quote the shopper: cut before anything keeps them.
@@ -438,7 +439,7 @@ impl Workers {
                     );
                     let at = now() + delay.as_secs() as i64;
                     let kept: String = e.chars().take(crate::privacy::redact::MAX_REPLY_CHARS).collect();
-                    let written = queue::retry_later(&self.db, msg, at, &kept, true).await?;
+                    let written = self.writer.retry_later(msg, at, &kept, true).await?;
                     if written {
                         crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Deferred);
                         info!(queue_id = %msg.id, attempts = msg.attempts + 1,
@@ -492,7 +493,7 @@ impl Workers {
         {
             notices.push(notice);
         }
-        if !queue::give_up(&self.db, msg, &self.relay_domain, &notices).await? {
+        if !self.writer.give_up(msg, &notices).await? {
             return Ok(false);
         }
         crate::metrics::delivery(msg.direction, crate::metrics::Outcome::Failed);

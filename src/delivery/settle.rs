@@ -53,10 +53,6 @@ fn messages() -> std::sync::MutexGuard<'static, HashMap<String, State>> {
     MESSAGES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn bodiless(msg: &Leased) -> Leased {
-    Leased { message: Vec::new(), ..msg.clone() }
-}
-
 /// Called by a worker that has just claimed `msg`: true when the message is its to
 /// attempt. False when this process already has it in hand (in flight or held): the new
 /// lease is handed over and the worker must leave the message alone.
@@ -64,11 +60,11 @@ pub fn begin(msg: &Leased) -> bool {
     let mut map = messages();
     match map.get_mut(&msg.id) {
         Some(State::InFlight(l)) | Some(State::Held(l)) => {
-            *l = bodiless(msg);
+            *l = msg.without_body();
             false
         }
         None => {
-            map.insert(msg.id.clone(), State::InFlight(bodiless(msg)));
+            map.insert(msg.id.clone(), State::InFlight(msg.without_body()));
             true
         }
     }
@@ -86,8 +82,8 @@ pub fn end(id: &str) {
 /// The lease the message's next write must name: the one handed over last.
 pub fn current(msg: &Leased) -> Leased {
     match messages().get(&msg.id) {
-        Some(state) => Leased { message: Vec::new(), ..state.lease().clone() },
-        None => bodiless(msg),
+        Some(state) => state.lease().without_body(),
+        None => msg.without_body(),
     }
 }
 
@@ -128,7 +124,7 @@ pub async fn complete(db: &Db, writer: &queue::writer::Writer, msg: &Leased) -> 
 fn hold(db: Db, msg: &Leased) {
     {
         let mut map = messages();
-        let lease = map.get(&msg.id).map(|s| s.lease().clone()).unwrap_or_else(|| bodiless(msg));
+        let lease = map.get(&msg.id).map(|s| s.lease().clone()).unwrap_or_else(|| msg.without_body());
         if matches!(map.get(&msg.id), Some(State::Held(_))) {
             return;
         }

@@ -50,6 +50,23 @@ pub struct Leased {
     pub token: String,
 }
 
+impl Leased {
+    /// What a write back needs: everything but the body (which may be megabytes).
+    pub fn without_body(&self) -> Leased {
+        Leased {
+            id: self.id.clone(),
+            thread_id: self.thread_id.clone(),
+            direction: self.direction,
+            mail_from: self.mail_from.clone(),
+            rcpt_to: self.rcpt_to.clone(),
+            message: Vec::new(),
+            attempts: self.attempts,
+            created_at: self.created_at,
+            token: self.token.clone(),
+        }
+    }
+}
+
 fn direction_str(side: Side) -> &'static str {
     match side {
         Side::Shopper => "to_shopper",
@@ -218,13 +235,15 @@ async fn claim_in(
 /// Extends a lease to `lease` from now. False: the lease is no longer this holder's (it
 /// ran out and another took it, or the operator deleted the message).
 pub async fn renew(db: &Db, msg: &Leased, lease: Duration) -> Result<bool, StoreError> {
-    let n = sqlx::query("UPDATE queue SET locked_until = $1, next_attempt_at = $1 WHERE id = $2 AND lease_token = $3")
-        .bind(now() + lease.as_secs().max(1) as i64)
-        .bind(&msg.id)
-        .bind(&msg.token)
-        .execute(&db.pool)
-        .await?
-        .rows_affected();
+    let n = sqlx::query(
+        "UPDATE queue SET locked_until = $1, next_attempt_at = $1 WHERE id = $2 AND lease_token = $3",
+    )
+    .bind(now() + lease.as_secs().max(1) as i64)
+    .bind(&msg.id)
+    .bind(&msg.token)
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
     Ok(n == 1)
 }
 
@@ -293,12 +312,26 @@ pub async fn give_up(
     notices: &[Outgoing],
 ) -> Result<bool, StoreError> {
     let mut tx = db.pool.begin().await?;
-    if !remove_leased(&mut tx, msg).await? {
+    if !give_up_in(&mut tx, db, msg, relay_domain, notices).await? {
         tx.rollback().await?;
         return Ok(false);
     }
-    insert(&mut tx, db, relay_domain, notices, &[]).await?;
     tx.commit().await?;
+    Ok(true)
+}
+
+/// `give_up`, inside a transaction the caller commits (false: nothing was written).
+async fn give_up_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    db: &Db,
+    msg: &Leased,
+    relay_domain: &str,
+    notices: &[Outgoing],
+) -> Result<bool, StoreError> {
+    if !remove_leased(tx, msg).await? {
+        return Ok(false);
+    }
+    insert(tx, db, relay_domain, notices, &[]).await?;
     Ok(true)
 }
 
@@ -339,6 +372,20 @@ pub async fn retry_later(
     error: &str,
     attempt: bool,
 ) -> Result<bool, StoreError> {
+    let mut tx = db.pool.begin().await?;
+    let written = defer(&mut tx, msg, next_attempt_at, error, attempt).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// `retry_later`, inside a transaction the caller commits.
+async fn defer(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    msg: &Leased,
+    next_attempt_at: i64,
+    error: &str,
+    attempt: bool,
+) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "UPDATE queue SET attempts = attempts + $3, next_attempt_at = $4, locked_until = 0, \
          locked_by = NULL, lease_token = NULL, last_error = $5 WHERE id = $1 AND lease_token = $2",
@@ -348,7 +395,7 @@ pub async fn retry_later(
     .bind(i64::from(attempt))
     .bind(next_attempt_at)
     .bind(error)
-    .execute(&db.pool)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     Ok(n == 1)

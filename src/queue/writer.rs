@@ -1,7 +1,7 @@
-//! Group commit: accepting sessions and delivery workers hand their queue writes to one
-//! writer task per process, which commits whatever has gathered while the previous commit
-//! ran in one transaction (one fsync for the batch). Each caller gets its answer only once
-//! its batch is committed, so a session still answers 250 only for mail that is stored,
+//! Group commit: accepting sessions and delivery workers hand their queue writes (enqueue;
+//! claim, complete, defer, give up) to one writer task per process, which commits whatever
+//! has gathered while the previous commit ran in one transaction (one fsync for the batch).
+//! Each caller gets its answer only once its batch is committed, so a session still answers 250 only for mail that is stored,
 //! and a worker starts an attempt only under a lease that is stored.
 //!
 //! The writer keeps one connection of its own, outside the pool. On SQLite that makes it
@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 128;
 enum Op {
     Enqueue { items: Vec<Outgoing>, mappings: Vec<IdMapping> },
     Complete(Box<Leased>),
+    Defer { msg: Box<Leased>, next_attempt_at: i64, error: String, attempt: bool },
+    GiveUp { msg: Box<Leased>, notices: Vec<Outgoing> },
     Claim { node: String, lease: Duration },
 }
 
@@ -88,9 +90,39 @@ impl Writer {
 
     /// `queue::complete`, committed with whatever else is being written now.
     pub async fn complete(&self, msg: &Leased) -> Result<bool, StoreError> {
-        match self.submit(Op::Complete(Box::new(msg.clone()))).await? {
+        match self.submit(Op::Complete(Box::new(msg.without_body()))).await? {
             Done::Completed(written) => Ok(written),
             _ => unreachable!("a completion answers with a flag"),
+        }
+    }
+
+    /// `queue::retry_later`, committed with whatever else is being written now.
+    pub async fn retry_later(
+        &self,
+        msg: &Leased,
+        next_attempt_at: i64,
+        error: &str,
+        attempt: bool,
+    ) -> Result<bool, StoreError> {
+        let op = Op::Defer {
+            msg: Box::new(msg.without_body()),
+            next_attempt_at,
+            error: error.to_owned(),
+            attempt,
+        };
+        match self.submit(op).await? {
+            Done::Completed(written) => Ok(written),
+            _ => unreachable!("a deferral answers with a flag"),
+        }
+    }
+
+    /// `queue::give_up` (the message out of the queue, its notices in), committed with
+    /// whatever else is being written now.
+    pub async fn give_up(&self, msg: &Leased, notices: &[Outgoing]) -> Result<bool, StoreError> {
+        match self.submit(Op::GiveUp { msg: Box::new(msg.without_body()), notices: notices.to_vec() }).await?
+        {
+            Done::Completed(written) => Ok(written),
+            _ => unreachable!("a give-up answers with a flag"),
         }
     }
 
@@ -112,6 +144,12 @@ struct Own {
 
 impl Own {
     async fn conn(&mut self) -> Result<&mut sqlx::AnyConnection, StoreError> {
+        // The pool closes when the relay stops (or gives up on its database): from then on
+        // the writer stores nothing either, as if its connection were one of the pool's.
+        if self.db.pool.is_closed() {
+            self.conn = None;
+            return Err(StoreError::Unavailable(sqlx::Error::PoolClosed));
+        }
         if self.conn.is_none() {
             let mut conn = self.db.pool.acquire().await?.detach();
             if self.db.backend == Backend::Postgres {
@@ -182,6 +220,12 @@ async fn commit(own: &mut Own, relay_domain: &str, batch: &[Job]) -> Result<Vec<
                     Done::Enqueued(super::insert(&mut tx, &db, relay_domain, items, mappings).await?)
                 }
                 Op::Complete(msg) => Done::Completed(super::remove_leased(&mut tx, msg).await?),
+                Op::Defer { msg, next_attempt_at, error, attempt } => {
+                    Done::Completed(super::defer(&mut tx, msg, *next_attempt_at, error, *attempt).await?)
+                }
+                Op::GiveUp { msg, notices } => {
+                    Done::Completed(super::give_up_in(&mut tx, &db, msg, relay_domain, notices).await?)
+                }
                 Op::Claim { node, lease } => {
                     Done::Claimed(super::claim_in(&mut tx, &db, node, *lease).await?.map(Box::new))
                 }
