@@ -454,3 +454,65 @@ async fn queue_migration_on_postgres() {
     let Some(url) = postgres_url().await else { return };
     queue_migration(&url).await;
 }
+
+/// A queued message that cannot be read (its body gone, or sealed under a key the keyring
+/// lacks) at the head of the queue is set aside as held, with why, and the messages behind
+/// it are still claimed: a failed claim must not leave it there to fail every claim after.
+async fn unreadable_message(url: &str) {
+    let db = Db::connect(url, 2, vault()).await.unwrap();
+    let acme = StoreId::parse("acme").unwrap();
+    let fields = StoreFields {
+        name: "Acme".into(),
+        contact: Mailbox::parse("support@acme.example").unwrap(),
+        senders: vec![SenderPattern::parse("@acme.example").unwrap()],
+    };
+    stores::create(&db, &acme, &fields, Actor::Api).await.unwrap();
+    let new = NewThread {
+        store: acme,
+        order: "o-unreadable".into(),
+        shopper: Mailbox::parse("jane@shopper.example").unwrap(),
+        shopper_name: None,
+        ttl_days: 30,
+        locale: Default::default(),
+    };
+    let (t, _) = threads::create(&db, &new, Actor::Api).await.unwrap();
+    let item = |body: &str| Outgoing {
+        thread_id: t.id.clone(),
+        direction: Side::Shopper,
+        rcpt_to: Mailbox::parse("jane@shopper.example").unwrap(),
+        message: body.as_bytes().to_vec(),
+        null_sender: false,
+    };
+    let ids = queue::enqueue(&db, "relay.test", &[item("lost\r\n"), item("kept\r\n")], &[]).await.unwrap();
+    let (lost, kept) = (&ids[0], &ids[1]);
+    sqlx::query("DELETE FROM queue_bodies WHERE id = $1").bind(lost).execute(&db.pool).await.unwrap();
+    sqlx::query("UPDATE queue SET next_attempt_at = next_attempt_at - 10 WHERE id = $1")
+        .bind(lost)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(60);
+    let m = queue::claim(&db, "me", lease).await.unwrap().expect("the message behind it");
+    assert_eq!((&m.id, m.message.as_slice()), (kept, b"kept\r\n".as_slice()));
+    assert!(queue::claim(&db, "me", lease).await.unwrap().is_none());
+    let info = queue::show(&db, lost).await.unwrap();
+    assert!(info.held, "set aside as held");
+    assert_eq!(info.in_flight, None);
+    assert!(info.last_error.as_deref().is_some_and(|e| e.contains("unreadable")), "{:?}", info.last_error);
+    // The operator can still delete it.
+    queue::delete(&db, lost, Actor::Api).await.unwrap();
+    assert!(queue::complete(&db, &m).await.unwrap());
+    assert_eq!(queue::depth(&db).await.unwrap().0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_message_is_set_aside_on_sqlite() {
+    let (url, _dir) = sqlite_url();
+    unreadable_message(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_message_is_set_aside_on_postgres() {
+    let Some(url) = postgres_url().await else { return };
+    unreadable_message(&url).await;
+}

@@ -191,45 +191,86 @@ pub async fn claim(db: &Db, node: &str, lease: Duration) -> Result<Option<Leased
     Ok(leased)
 }
 
+/// Unreadable messages set aside in one claim before it gives up for now.
+const UNREADABLE_PER_CLAIM: usize = 8;
+
 /// `claim`, inside a transaction the caller commits: the lease exists, and the worker may
-/// start, only once that commit succeeds.
+/// start, only once that commit succeeds. A message that cannot be read (its body missing,
+/// or a seal the keyring cannot open) is set aside as held, with the reason as its last
+/// error, and the next one claimed: the rollback of a failed claim would otherwise leave it
+/// at the head of the queue, and every claim after it would fail the same way.
 async fn claim_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     db: &Db,
     node: &str,
     lease: Duration,
 ) -> Result<Option<Leased>, StoreError> {
-    let t = now();
     let sql = match db.backend {
         Backend::Sqlite => claim_sqlite(),
         Backend::Postgres => claim_postgres(),
     };
-    let token = crate::address::random_token(24);
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(t + lease.as_secs().max(1) as i64)
-        .bind(node)
-        .bind(&token)
-        .bind(t)
-        .fetch_all(&mut **tx)
-        .await?;
-    let Some(r) = rows.into_iter().next() else { return Ok(None) };
-    let id: String = r.try_get("id")?;
-    let body = sqlx::query("SELECT message FROM queue_bodies WHERE id = $1")
-        .bind(&id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("queued message {id} has no body")))?;
-    Ok(Some(Leased {
+    for _ in 0..UNREADABLE_PER_CLAIM {
+        let t = now();
+        let token = crate::address::random_token(24);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(t + lease.as_secs().max(1) as i64)
+            .bind(node)
+            .bind(&token)
+            .bind(t)
+            .fetch_all(&mut **tx)
+            .await?;
+        let Some(r) = rows.into_iter().next() else { return Ok(None) };
+        let id: String = r.try_get("id")?;
+        let body = sqlx::query("SELECT message FROM queue_bodies WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        match read_claimed(db, &r, &id, body, token) {
+            Ok(leased) => return Ok(Some(leased)),
+            Err(e) => set_aside(tx, &id, &e).await?,
+        }
+    }
+    Ok(None)
+}
+
+/// The claimed row and its body as a `Leased`; no I/O, so an error is the message's own.
+fn read_claimed(
+    db: &Db,
+    r: &sqlx::any::AnyRow,
+    id: &str,
+    body: Option<sqlx::any::AnyRow>,
+    token: String,
+) -> Result<Leased, StoreError> {
+    let body = body.ok_or_else(|| StoreError::Corrupt("the queued message has no body".into()))?;
+    Ok(Leased {
         thread_id: r.try_get("thread_id")?,
         direction: parse_direction(&r.try_get::<String, _>("direction")?)?,
         mail_from: r.try_get("mail_from")?,
-        rcpt_to: db.vault.open_text(Field::QueueRecipient, &id, &r.try_get::<String, _>("rcpt_to")?)?,
-        message: db.vault.open(Field::QueueMessage, &id, &body.try_get::<Vec<u8>, _>("message")?)?,
+        rcpt_to: db.vault.open_text(Field::QueueRecipient, id, &r.try_get::<String, _>("rcpt_to")?)?,
+        message: db.vault.open(Field::QueueMessage, id, &body.try_get::<Vec<u8>, _>("message")?)?,
         attempts: r.try_get("attempts")?,
         created_at: r.try_get("created_at")?,
         token,
-        id,
-    }))
+        id: id.to_owned(),
+    })
+}
+
+/// Holds an unreadable message (`queue list` shows it held, with why) instead of trying it.
+async fn set_aside(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    why: &StoreError,
+) -> Result<(), StoreError> {
+    tracing::warn!(queue_id = %id, error = %why, "queued message unreadable; held for the operator");
+    sqlx::query(
+        "UPDATE queue SET held = 1, locked_until = 0, locked_by = NULL, lease_token = NULL, \
+         last_error = $2 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(format!("unreadable, held: {why}"))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Extends a lease to `lease` from now. False: the lease is no longer this holder's (it
