@@ -14,8 +14,38 @@ use maskrelay::store::threads::{self, Actor, NewThread, ThreadStatus};
 use maskrelay::store::{Db, StoreError, Vault, message_ids};
 use support::*;
 
+/// The tests of an `async fn(&str)` that takes a database URL: on SQLite (a temporary file)
+/// and on PostgreSQL (skipped, and said, when no server answers).
+macro_rules! on_both_backends {
+    ($sqlite:ident, $postgres:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let (url, _dir) = sqlite_url();
+            $body(&url).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let Some(url) = postgres_url().await else { return };
+            $body(&url).await;
+        }
+    };
+}
+
 fn vault() -> Vault {
     Vault::from_base64(&[PRIVACY_KEY.as_str()]).unwrap()
+}
+
+/// The store `acme` (contact support@acme.example, senders @acme.example), created.
+async fn acme_store(db: &Db) -> StoreId {
+    let acme = StoreId::parse("acme").unwrap();
+    let fields = StoreFields {
+        name: "Acme".into(),
+        contact: Mailbox::parse("support@acme.example").unwrap(),
+        senders: vec![SenderPattern::parse("@acme.example").unwrap()],
+    };
+    stores::create(db, &acme, &fields, Actor::Api).await.unwrap();
+    acme
 }
 
 async fn suite(url: &str) {
@@ -200,17 +230,7 @@ async fn suite(url: &str) {
     assert!(matches!(stores::get(&db, &acme).await, Err(StoreError::NotFound)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storage_suite_on_sqlite() {
-    let (url, _dir) = sqlite_url();
-    suite(&url).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storage_suite_on_postgres() {
-    let Some(url) = postgres_url().await else { return };
-    suite(&url).await;
-}
+on_both_backends!(storage_suite_on_sqlite, storage_suite_on_postgres, suite);
 
 /// Key rotation: data sealed under an old key stays readable and findable by address while
 /// the new key is added in front, `rotate` re-seals every value and blind index, and after
@@ -219,13 +239,7 @@ async fn rotation(url: &str) {
     let (old, new) = (Vault::generate_key(), Vault::generate_key());
     let ring = |keys: &[&str]| Vault::from_base64(keys).unwrap();
     let db = Db::connect(url, 2, ring(&[&old])).await.unwrap();
-    let acme = StoreId::parse("acme").unwrap();
-    let fields = StoreFields {
-        name: "Acme".into(),
-        contact: Mailbox::parse("support@acme.example").unwrap(),
-        senders: vec![SenderPattern::parse("@acme.example").unwrap()],
-    };
-    stores::create(&db, &acme, &fields, Actor::Api).await.unwrap();
+    let acme = acme_store(&db).await;
     let jane = Mailbox::parse("jane@shopper.example").unwrap();
     let new_thread = |order: &str| NewThread {
         store: acme.clone(),
@@ -317,17 +331,7 @@ async fn rotation(url: &str) {
     assert_eq!(threads::erase_shopper(&db, &jane, Actor::Api).await.unwrap(), 7, "found by the new index");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_rotation_on_sqlite() {
-    let (url, _dir) = sqlite_url();
-    rotation(&url).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_rotation_on_postgres() {
-    let Some(url) = postgres_url().await else { return };
-    rotation(&url).await;
-}
+on_both_backends!(key_rotation_on_sqlite, key_rotation_on_postgres, rotation);
 
 /// The whole relay on PostgreSQL: one message through, end to end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,30 +447,14 @@ async fn queue_migration(url: &str) {
     assert_eq!(queue::depth(&db).await.unwrap().0, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_migration_on_sqlite() {
-    let (url, _dir) = sqlite_url();
-    queue_migration(&url).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_migration_on_postgres() {
-    let Some(url) = postgres_url().await else { return };
-    queue_migration(&url).await;
-}
+on_both_backends!(queue_migration_on_sqlite, queue_migration_on_postgres, queue_migration);
 
 /// A queued message that cannot be read (its body gone, or sealed under a key the keyring
 /// lacks) at the head of the queue is set aside as held, with why, and the messages behind
 /// it are still claimed: a failed claim must not leave it there to fail every claim after.
 async fn unreadable_message(url: &str) {
     let db = Db::connect(url, 2, vault()).await.unwrap();
-    let acme = StoreId::parse("acme").unwrap();
-    let fields = StoreFields {
-        name: "Acme".into(),
-        contact: Mailbox::parse("support@acme.example").unwrap(),
-        senders: vec![SenderPattern::parse("@acme.example").unwrap()],
-    };
-    stores::create(&db, &acme, &fields, Actor::Api).await.unwrap();
+    let acme = acme_store(&db).await;
     let new = NewThread {
         store: acme,
         order: "o-unreadable".into(),
@@ -505,14 +493,8 @@ async fn unreadable_message(url: &str) {
     assert_eq!(queue::depth(&db).await.unwrap().0, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreadable_message_is_set_aside_on_sqlite() {
-    let (url, _dir) = sqlite_url();
-    unreadable_message(&url).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreadable_message_is_set_aside_on_postgres() {
-    let Some(url) = postgres_url().await else { return };
-    unreadable_message(&url).await;
-}
+on_both_backends!(
+    unreadable_message_is_set_aside_on_sqlite,
+    unreadable_message_is_set_aside_on_postgres,
+    unreadable_message
+);
