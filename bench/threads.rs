@@ -389,6 +389,45 @@ async fn lookup(config: &Config, samples: PathBuf, count: usize) -> Result<()> {
         &mut lat,
         started.elapsed().as_secs_f64(),
     );
+    overhead(&db, count).await
+}
+
+/// What a lookup through the pool costs beside the query: `SELECT 1` through the pool
+/// (acquire, the statement, and the checks of the connection's return) against the same
+/// statement on a connection held outside the pool.
+async fn overhead(db: &Db, count: usize) -> Result<()> {
+    let mut through_pool = Vec::with_capacity(count);
+    let started = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        sqlx::query("SELECT 1").execute(&db.pool).await?;
+        through_pool.push(t.elapsed());
+    }
+    report("SELECT 1 through the pool", &mut through_pool, started.elapsed().as_secs_f64());
+    let mut conn = db.pool.acquire().await?.detach();
+    let mut held = Vec::with_capacity(count);
+    let started = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        held.push(t.elapsed());
+    }
+    report("SELECT 1 on a held connection", &mut held, started.elapsed().as_secs_f64());
+    let mut one_row = Vec::with_capacity(count);
+    let started = Instant::now();
+    for _ in 0..count {
+        let t = Instant::now();
+        sqlx::query("SELECT t.id, t.shopper_email FROM threads t JOIN stores s ON s.id = t.store_id WHERE t.shopper_alias = $1 OR t.store_alias = $1")
+            .bind("nosuchalias")
+            .fetch_optional(&mut conn)
+            .await?;
+        one_row.push(t.elapsed());
+    }
+    report(
+        "the RCPT lookup's WHERE on a held connection (no row)",
+        &mut one_row,
+        started.elapsed().as_secs_f64(),
+    );
     Ok(())
 }
 
