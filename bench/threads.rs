@@ -417,10 +417,13 @@ async fn overhead(db: &Db, count: usize) -> Result<()> {
     let started = Instant::now();
     for _ in 0..count {
         let t = Instant::now();
-        sqlx::query("SELECT t.id, t.shopper_email FROM threads t JOIN stores s ON s.id = t.store_id WHERE t.shopper_alias = $1 OR t.store_alias = $1")
-            .bind("nosuchalias")
-            .fetch_optional(&mut conn)
-            .await?;
+        sqlx::query(
+            "SELECT t.id, t.shopper_email FROM threads t JOIN stores s ON s.id = t.store_id \
+             WHERE t.shopper_alias = $1 OR t.store_alias = $1",
+        )
+        .bind("nosuchalias")
+        .fetch_optional(&mut conn)
+        .await?;
         one_row.push(t.elapsed());
     }
     report(

@@ -158,8 +158,8 @@ const CLAIMABLE: &str = "next_attempt_at <= $4 AND held = 0";
 /// row the UPDATE changes, and the outer condition is checked again under the write lock.
 fn claim_sqlite() -> String {
     format!(
-        "UPDATE queue SET locked_until = $1, next_attempt_at = $1, locked_by = $2, lease_token = $3 WHERE id = \
-         (SELECT id FROM queue WHERE {CLAIMABLE} ORDER BY next_attempt_at LIMIT 1) AND {CLAIMABLE} \
+        "UPDATE queue SET locked_until = $1, next_attempt_at = $1, locked_by = $2, lease_token = $3 \
+         WHERE id = (SELECT id FROM queue WHERE {CLAIMABLE} ORDER BY next_attempt_at LIMIT 1) AND {CLAIMABLE} \
          RETURNING {CLAIMED}"
     )
 }
@@ -553,8 +553,8 @@ async fn set_held(db: &Db, id: &str, held: bool, actor: Actor) -> Result<QueuedI
         "UPDATE queue SET held = 1 WHERE id = $1"
     } else {
         // Due at once, unless a worker is trying it now (its lease is its due time).
-        "UPDATE queue SET held = 0, next_attempt_at = CASE WHEN locked_until > $2 THEN next_attempt_at ELSE $2 END \
-         WHERE id = $1"
+        "UPDATE queue SET held = 0, \
+         next_attempt_at = CASE WHEN locked_until > $2 THEN next_attempt_at ELSE $2 END WHERE id = $1"
     };
     let mut q = sqlx::query(sql).bind(id);
     if !held {

@@ -1,8 +1,9 @@
 //! Group commit: accepting sessions and delivery workers hand their queue writes (enqueue;
 //! claim, complete, defer, give up) to one writer task per process, which commits whatever
 //! has gathered while the previous commit ran in one transaction (one fsync for the batch).
-//! Each caller gets its answer only once its batch is committed, so a session still answers 250 only for mail that is stored,
-//! and a worker starts an attempt only under a lease that is stored.
+//! Each caller gets its answer only once its batch is committed, so a session still answers
+//! 250 only for mail that is stored, and a worker starts an attempt only under a lease that
+//! is stored.
 //!
 //! The writer keeps one connection of its own, outside the pool. On SQLite that makes it
 //! the process's only queue writer: workers claiming messages no longer race the sessions'
