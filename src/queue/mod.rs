@@ -154,13 +154,19 @@ const CLAIMED: &str = "id, thread_id, direction, mail_from, rcpt_to, attempts, c
 /// claim at 1,500 queued.) Every write keeps `next_attempt_at >= locked_until`.
 const CLAIMABLE: &str = "next_attempt_at <= $4 AND held = 0";
 
+/// The claimed message's body, read in the claim's own statement (NULL if it has none).
+fn body_of(queue: &str) -> String {
+    format!("(SELECT message FROM queue_bodies b WHERE b.id = {queue}.id) AS message")
+}
+
 /// One statement: SQLite has one writer at a time, so the row the sub-select finds is the
 /// row the UPDATE changes, and the outer condition is checked again under the write lock.
 fn claim_sqlite() -> String {
     format!(
         "UPDATE queue SET locked_until = $1, next_attempt_at = $1, locked_by = $2, lease_token = $3 \
          WHERE id = (SELECT id FROM queue WHERE {CLAIMABLE} ORDER BY next_attempt_at LIMIT 1) AND {CLAIMABLE} \
-         RETURNING {CLAIMED}"
+         RETURNING {CLAIMED}, {}",
+        body_of("queue")
     )
 }
 
@@ -173,8 +179,9 @@ fn claim_postgres() -> String {
          FOR UPDATE SKIP LOCKED) \
          UPDATE queue q SET locked_until = $1, next_attempt_at = $1, locked_by = $2, lease_token = $3 \
          FROM c WHERE q.id = c.id \
-         RETURNING {}",
-        returning.join(", ")
+         RETURNING {}, {}",
+        returning.join(", "),
+        body_of("q")
     )
 }
 
@@ -221,11 +228,7 @@ async fn claim_in(
             .await?;
         let Some(r) = rows.into_iter().next() else { return Ok(None) };
         let id: String = r.try_get("id")?;
-        let body = sqlx::query("SELECT message FROM queue_bodies WHERE id = $1")
-            .bind(&id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        match read_claimed(db, &r, &id, body, token) {
+        match read_claimed(db, &r, &id, token) {
             Ok(leased) => return Ok(Some(leased)),
             Err(e) => set_aside(tx, &id, &e).await?,
         }
@@ -233,21 +236,17 @@ async fn claim_in(
     Ok(None)
 }
 
-/// The claimed row and its body as a `Leased`; no I/O, so an error is the message's own.
-fn read_claimed(
-    db: &Db,
-    r: &sqlx::any::AnyRow,
-    id: &str,
-    body: Option<sqlx::any::AnyRow>,
-    token: String,
-) -> Result<Leased, StoreError> {
-    let body = body.ok_or_else(|| StoreError::Corrupt("the queued message has no body".into()))?;
+/// The claimed row with its body as a `Leased`; no I/O, so an error is the message's own.
+fn read_claimed(db: &Db, r: &sqlx::any::AnyRow, id: &str, token: String) -> Result<Leased, StoreError> {
+    let body: Vec<u8> = r
+        .try_get::<Option<Vec<u8>>, _>("message")?
+        .ok_or_else(|| StoreError::Corrupt("the queued message has no body".into()))?;
     Ok(Leased {
         thread_id: r.try_get("thread_id")?,
         direction: parse_direction(&r.try_get::<String, _>("direction")?)?,
         mail_from: r.try_get("mail_from")?,
         rcpt_to: db.vault.open_text(Field::QueueRecipient, id, &r.try_get::<String, _>("rcpt_to")?)?,
-        message: db.vault.open(Field::QueueMessage, id, &body.try_get::<Vec<u8>, _>("message")?)?,
+        message: db.vault.open(Field::QueueMessage, id, &body)?,
         attempts: r.try_get("attempts")?,
         created_at: r.try_get("created_at")?,
         token,
