@@ -158,6 +158,15 @@ async fn suite(url: &str) {
         assert!(queue::complete(&db, m).await.unwrap());
     }
     assert!(!queue::complete(&db, &a[0]).await.unwrap(), "completed twice");
+    // A delivered message leaves its body and its row, and stays findable by its VERP id
+    // (late bounces); the writes of a completion are one statement on PostgreSQL.
+    let bodies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_bodies WHERE id = $1")
+        .bind(&a[0].id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(bodies, 0, "the body went with the message");
+    assert_eq!(queue::find_sent(&db, &a[0].id).await.unwrap(), Some((t.id.clone(), Side::Shopper)));
     assert!(queue::retry_later(&db, &b[0], maskrelay::store::now() - 1, "451 later", true).await.unwrap());
     let retried = queue::claim(&db, "node-c", lease).await.unwrap().expect("due again");
     assert_eq!(retried.id, b[0].id);
