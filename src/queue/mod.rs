@@ -212,14 +212,19 @@ async fn claim_in(
     node: &str,
     lease: Duration,
 ) -> Result<Option<Leased>, StoreError> {
+    // Built once and shared (an `Arc`, which sqlx takes without copying): the claim runs
+    // for every message.
+    type Sql = std::sync::LazyLock<std::sync::Arc<str>>;
+    static SQLITE: Sql = Sql::new(|| claim_sqlite().into());
+    static POSTGRES: Sql = Sql::new(|| claim_postgres().into());
     let sql = match db.backend {
-        Backend::Sqlite => claim_sqlite(),
-        Backend::Postgres => claim_postgres(),
+        Backend::Sqlite => &SQLITE,
+        Backend::Postgres => &POSTGRES,
     };
     for _ in 0..UNREADABLE_PER_CLAIM {
         let t = now();
         let token = crate::address::random_token(24);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(std::sync::Arc::clone(sql)))
             .bind(t + lease.as_secs().max(1) as i64)
             .bind(node)
             .bind(&token)
