@@ -189,6 +189,34 @@ async fn stalled_next_hop_two_relays_one_postgres_deliver_once() {
     stalled_next_hop_with_two_relays(&url).await;
 }
 
+/// A COMMIT that takes effect while the connection carrying it breaks (the answer never
+/// comes back): the relay cannot tell from the error whether the mail is stored. It reads
+/// its batch token back, finds the mail stored, and answers 250: not a 451 that makes the
+/// client send the message again, nor a retry of the write that queues it twice. Delivered
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_whose_answer_is_lost_is_stored_once_postgres() {
+    let Some(url) = postgres_url().await else { return };
+    let proxy = support::cut::CutProxy::start(support::cut::host_port(&url)).await;
+    let sink = Sink::start().await;
+    let relay = TestRelay::start(test_config(&proxy.url(&url), sink.addr)).await;
+    relay.acme().await;
+    let alias = relay.thread("lost-commit").await["shopper_alias"].as_str().unwrap().to_owned();
+    // The first transaction that queues a message loses its COMMIT's answer.
+    proxy.arm(b"INSERT INTO queue (");
+    let id = send_one(&relay, &alias, "commit answer lost").await;
+    assert_eq!(proxy.cuts(), 1, "the enqueue's COMMIT was cut");
+    let got = sink.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("Subject").unwrap(), "commit answer lost");
+    relay.wait_queue_empty().await;
+    sink.wait_answered().await;
+    assert_eq!(sink.data_ends(), 1, "sent once");
+    assert_eq!(sink.delivered().len(), 1, "queued once, delivered once");
+    let (status, body) = relay.api("GET", &format!("/v1/queue/{id}"), None).await;
+    assert_eq!(status, 404, "delivered and gone from the queue: {body}");
+    relay.stop().await;
+}
+
 /// `queue.max_messages`: a full queue answers 451 4.3.1 at MAIL instead of growing; once
 /// deliveries make room, mail is taken again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,13 @@
 //! rolls back whatever it held, however SQLite left it) and a fresh one taken for the
 //! next batch.
 //!
-//! A batch that fails is retried one job at a time, so one bad job fails only itself.
+//! A batch that fails is retried one job at a time, so one bad job fails only itself; but
+//! only once it is known that nothing of it was stored. A COMMIT can fail after it took
+//! effect (the connection to PostgreSQL breaks while the server commits): each batch
+//! writes a fresh token to this writer's row of `queue_commits`, and after a failed
+//! COMMIT the writer reads the row back. Its token there, the batch is answered as
+//! stored (retrying it would queue its mail twice); not there, it is retried; the row
+//! unreadable, its callers get an error and nothing is written again.
 
 use std::time::Duration;
 
@@ -64,7 +70,9 @@ impl Writer {
     /// Starts the writer task; it ends when the last handle is dropped.
     pub fn start(db: Db, relay_domain: String) -> Self {
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(Own { db, conn: None }, relay_domain, rx));
+        // This process's row in queue_commits: random, so no two processes share one.
+        let id = crate::address::random_token(24);
+        tokio::spawn(run(Own { db, conn: None, id }, relay_domain, rx));
         Self { jobs }
     }
 
@@ -141,10 +149,13 @@ impl Writer {
 struct Own {
     db: Db,
     conn: Option<sqlx::AnyConnection>,
+    /// Its row in queue_commits.
+    id: String,
 }
 
 impl Own {
-    async fn conn(&mut self) -> Result<&mut sqlx::AnyConnection, StoreError> {
+    /// The connection, opened if there is none; the caller puts it back when it is still good.
+    async fn take(&mut self) -> Result<sqlx::AnyConnection, StoreError> {
         // The pool closes when the relay stops (or gives up on its database): from then on
         // the writer stores nothing either, as if its connection were one of the pool's.
         if self.db.pool.is_closed() {
@@ -166,17 +177,59 @@ impl Own {
             }
             self.conn = Some(conn);
         }
-        Ok(self.conn.as_mut().expect("just set"))
+        Ok(self.conn.take().expect("just set"))
     }
 
-    /// Closes the connection after a failure: whatever transaction it may still hold ends
-    /// with it.
-    fn discard(&mut self) {
-        self.conn = None;
+    /// Whether the batch that wrote `token` is stored, asked after its COMMIT failed: a
+    /// few tries on fresh connections, then an error (not known).
+    async fn committed(&mut self, token: &str) -> Result<bool, StoreError> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.last_token().await {
+                Ok(last) => return Ok(last.as_deref() == Some(token)),
+                Err(e) if wait > Duration::from_secs(2) => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+        }
+    }
+
+    /// The token of this writer's last stored batch. On PostgreSQL the row is read FOR
+    /// UPDATE: if the failed COMMIT is still running on the server (the connection broke,
+    /// the server has not noticed yet), the read waits for it to end, for at most the lock
+    /// timeout, instead of reading the row as it was before it.
+    async fn last_token(&mut self) -> Result<Option<String>, StoreError> {
+        let postgres = self.db.backend == Backend::Postgres;
+        let mut conn = self.take().await?;
+        let mut tx = conn.begin().await?;
+        let sql = if postgres {
+            sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *tx).await?;
+            "SELECT batch FROM queue_commits WHERE writer = $1 FOR UPDATE"
+        } else {
+            "SELECT batch FROM queue_commits WHERE writer = $1"
+        };
+        let last = sqlx::query_scalar(sql).bind(&self.id).fetch_optional(&mut *tx).await?;
+        tx.rollback().await?;
+        self.conn = Some(conn);
+        Ok(last)
+    }
+
+    /// At start: the rows of writers gone for a day (each process run leaves one).
+    async fn forget_old_writers(&mut self) {
+        let gone = sqlx::query("DELETE FROM queue_commits WHERE at < $1")
+            .bind(crate::store::now() - 86_400)
+            .execute(&self.db.pool)
+            .await;
+        if let Err(e) = gone {
+            tracing::warn!(error = %e, "could not prune the queue writers' old commit records");
+        }
     }
 }
 
 async fn run(mut own: Own, relay_domain: String, mut rx: mpsc::Receiver<Job>) {
+    own.forget_old_writers().await;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -193,14 +246,17 @@ async fn run(mut own: Own, relay_domain: String, mut rx: mpsc::Receiver<Job>) {
                     let _ = job.reply.send(Ok(done));
                 }
             }
-            Err(e) if batch.len() == 1 => {
-                let _ = batch.pop().expect("one job").reply.send(Err(e));
+            Err(failed) if batch.len() == 1 => {
+                let _ = batch.pop().expect("one job").reply.send(Err(failed.into_error()));
             }
-            Err(_) => {
+            Err(Failed::Unknown(e)) => answer_all(batch, &e),
+            Err(Failed::NotStored(_)) => {
+                // One job at a time, so one bad job fails only itself.
                 for job in batch {
                     let result = commit(&mut own, &relay_domain, std::slice::from_ref(&job))
                         .await
-                        .map(|mut done| done.remove(0));
+                        .map(|mut done| done.remove(0))
+                        .map_err(Failed::into_error);
                     let _ = job.reply.send(result);
                 }
             }
@@ -208,36 +264,115 @@ async fn run(mut own: Own, relay_domain: String, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// One transaction for the whole batch; the answer of each job in order. On failure the
-/// connection is discarded.
-async fn commit(own: &mut Own, relay_domain: &str, batch: &[Job]) -> Result<Vec<Done>, StoreError> {
-    let db = own.db.clone();
-    let result = async {
-        let mut tx = own.conn().await?.begin().await?;
-        let mut results = Vec::with_capacity(batch.len());
-        for job in batch {
-            results.push(match &job.op {
-                Op::Enqueue { items, mappings } => {
-                    Done::Enqueued(super::insert(&mut tx, &db, relay_domain, items, mappings).await?)
-                }
-                Op::Complete(msg) => Done::Completed(super::remove_leased(&mut tx, msg).await?),
-                Op::Defer { msg, next_attempt_at, error, attempt } => {
-                    Done::Completed(super::defer(&mut tx, msg, *next_attempt_at, error, *attempt).await?)
-                }
-                Op::GiveUp { msg, notices } => {
-                    Done::Completed(super::give_up_in(&mut tx, &db, msg, relay_domain, notices).await?)
-                }
-                Op::Claim { node, lease } => {
-                    Done::Claimed(super::claim_in(&mut tx, &db, node, *lease).await?.map(Box::new))
-                }
-            });
+/// The same failure for every job (the error itself is not `Clone`).
+fn answer_all(batch: Vec<Job>, e: &StoreError) {
+    for job in batch {
+        let _ = job.reply.send(Err(StoreError::Unavailable(sqlx::Error::Protocol(e.to_string()))));
+    }
+}
+
+/// Why a batch has no answers.
+enum Failed {
+    /// Nothing of it is stored: it may be written again.
+    NotStored(StoreError),
+    /// Its COMMIT failed and the database could not be asked whether it took effect. It
+    /// must not be written again (that could queue its mail twice): its callers get an
+    /// error, as when the database is down. A session then answers 451, and a client that
+    /// sends again may deliver twice, the one ambiguity SMTP itself leaves (RFC 5321 6.1
+    /// prefers a duplicate to a loss).
+    Unknown(StoreError),
+}
+
+impl Failed {
+    fn into_error(self) -> StoreError {
+        match self {
+            Failed::NotStored(e) | Failed::Unknown(e) => e,
         }
-        tx.commit().await?;
-        Ok(results)
     }
-    .await;
-    if result.is_err() {
-        own.discard();
+}
+
+/// One transaction for the whole batch; the answer of each job in order. A COMMIT that fails is settled by reading the batch's token
+/// back (`Own::committed`): stored after all, the batch is answered as committed.
+async fn commit(own: &mut Own, relay_domain: &str, batch: &[Job]) -> Result<Vec<Done>, Failed> {
+    let token = crate::address::random_token(24);
+    // The connection is out of `own` while the batch runs: if anything fails it is dropped
+    // (closed, which ends whatever transaction it still holds), and only put back after a
+    // commit that succeeded.
+    let mut conn = own.take().await.map_err(Failed::NotStored)?;
+    let results = match write(&mut conn, &own.db, &own.id, relay_domain, batch, &token).await {
+        Ok((results, tx)) => match tx.commit().await {
+            Ok(()) => Ok(results),
+            Err(e) => Err((Some(results), StoreError::from(e))),
+        },
+        Err(e) => Err((None, e)),
+    };
+    match results {
+        Ok(results) => {
+            own.conn = Some(conn);
+            Ok(results)
+        }
+        Err((None, e)) => Err(Failed::NotStored(e)),
+        Err((Some(results), e)) => {
+            drop(conn);
+            settle(own, &token, results, e).await
+        }
     }
-    result
+}
+
+/// A batch whose COMMIT failed: stored after all, it is answered as committed.
+async fn settle(own: &mut Own, token: &str, results: Vec<Done>, e: StoreError) -> Result<Vec<Done>, Failed> {
+    match own.committed(token).await {
+        Ok(true) => {
+            tracing::warn!(error = %e, "a queue commit failed but had taken effect; answered as stored");
+            Ok(results)
+        }
+        Ok(false) => Err(Failed::NotStored(e)),
+        Err(probe) => {
+            tracing::error!(
+                error = %e, probe = %probe,
+                "a queue commit failed and whether it took effect cannot be read; its writes are not retried"
+            );
+            Err(Failed::Unknown(e))
+        }
+    }
+}
+
+/// The batch's writes and its token, in a transaction left for `commit` to end.
+async fn write<'c>(
+    conn: &'c mut sqlx::AnyConnection,
+    db: &Db,
+    writer: &str,
+    relay_domain: &str,
+    batch: &[Job],
+    token: &str,
+) -> Result<(Vec<Done>, sqlx::Transaction<'c, sqlx::Any>), StoreError> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "INSERT INTO queue_commits (writer, batch, at) VALUES ($1, $2, $3) \
+         ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, at = excluded.at",
+    )
+    .bind(writer)
+    .bind(token)
+    .bind(crate::store::now())
+    .execute(&mut *tx)
+    .await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        results.push(match &job.op {
+            Op::Enqueue { items, mappings } => {
+                Done::Enqueued(super::insert(&mut tx, db, relay_domain, items, mappings).await?)
+            }
+            Op::Complete(msg) => Done::Completed(super::remove_leased(&mut tx, msg).await?),
+            Op::Defer { msg, next_attempt_at, error, attempt } => {
+                Done::Completed(super::defer(&mut tx, msg, *next_attempt_at, error, *attempt).await?)
+            }
+            Op::GiveUp { msg, notices } => {
+                Done::Completed(super::give_up_in(&mut tx, db, msg, relay_domain, notices).await?)
+            }
+            Op::Claim { node, lease } => {
+                Done::Claimed(super::claim_in(&mut tx, db, node, *lease).await?.map(Box::new))
+            }
+        });
+    }
+    Ok((results, tx))
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cert;
+pub mod cut;
 pub mod dns;
 pub mod process;
 pub mod session;
