@@ -49,6 +49,10 @@ pub const EGRESS_CONNECTIONS: &str = "maskrelay_egress_connections_total";
 pub const QUEUE_DEPTH: &str = "maskrelay_queue_depth";
 /// Age of the oldest queued message (set at each scrape).
 pub const QUEUE_OLDEST_SECONDS: &str = "maskrelay_queue_oldest_seconds";
+/// Time of one group commit of the queue writer (its statements and COMMIT), by outcome.
+pub const QUEUE_COMMIT_SECONDS: &str = "maskrelay_queue_commit_seconds";
+/// Jobs (enqueues, claims, completions, deferrals) per group commit.
+pub const QUEUE_COMMIT_JOBS: &str = "maskrelay_queue_commit_jobs";
 /// Duration of HTTP API requests, by route template, method and status.
 pub const API_REQUEST_SECONDS: &str = "maskrelay_api_request_seconds";
 
@@ -159,6 +163,10 @@ const ACCEPT_OUTCOMES: [&str; 3] = ["accepted", "deferred", "refused"];
 const ACCEPT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// A delivery attempt includes connecting to a remote host that may stall for minutes.
 const DELIVERY_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+/// A group commit is a few statements and one fsync: well under a millisecond to a few.
+const COMMIT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+/// Up to the writer's batch limit (128).
+const JOB_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 const API_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// Installs the process-wide Prometheus recorder (once; a test process may start several
@@ -183,6 +191,8 @@ fn histograms(builder: PrometheusBuilder) -> PrometheusBuilder {
     let buckets = [
         (SMTP_ACCEPT_SECONDS, ACCEPT_BUCKETS),
         (DELIVERY_ATTEMPT_SECONDS, DELIVERY_BUCKETS),
+        (QUEUE_COMMIT_SECONDS, COMMIT_BUCKETS),
+        (QUEUE_COMMIT_JOBS, JOB_BUCKETS),
         (API_REQUEST_SECONDS, API_BUCKETS),
     ];
     buckets.into_iter().fold(builder, |b, (name, bounds)| {
@@ -233,6 +243,15 @@ fn describe() {
     describe_gauge!(QUEUE_DEPTH, "Messages waiting in the outbound queue");
     describe_gauge!(QUEUE_OLDEST_SECONDS, ::metrics::Unit::Seconds, "Age of the oldest queued message");
     describe_histogram!(
+        QUEUE_COMMIT_SECONDS,
+        ::metrics::Unit::Seconds,
+        "Time of one group commit of the queue writer, by outcome (committed, failed)"
+    );
+    describe_histogram!(
+        QUEUE_COMMIT_JOBS,
+        "Queue writes (enqueues, claims, completions, deferrals) committed together in one transaction"
+    );
+    describe_histogram!(
         API_REQUEST_SECONDS,
         ::metrics::Unit::Seconds,
         "HTTP API request duration, by route template, method and status"
@@ -276,7 +295,13 @@ fn register_at_zero() {
     }
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(QUEUE_OLDEST_SECONDS).set(0.0);
+    for outcome in COMMIT_OUTCOMES {
+        let _ = histogram!(QUEUE_COMMIT_SECONDS, "outcome" => outcome);
+    }
+    let _ = histogram!(QUEUE_COMMIT_JOBS);
 }
+
+const COMMIT_OUTCOMES: [&str; 2] = ["committed", "failed"];
 
 fn listener_label(listener: Listener) -> &'static str {
     match listener {
@@ -415,6 +440,13 @@ pub fn delivery(direction: Side, outcome: Outcome) {
 }
 
 /// The queue as of now (set at each scrape).
+/// One group commit of `jobs` jobs, which took `took`; `committed` false if it failed.
+pub fn queue_commit(jobs: usize, committed: bool, took: Duration) {
+    let outcome = COMMIT_OUTCOMES[usize::from(!committed)];
+    histogram!(QUEUE_COMMIT_SECONDS, "outcome" => outcome).record(took.as_secs_f64());
+    histogram!(QUEUE_COMMIT_JOBS).record(jobs as f64);
+}
+
 pub fn queue(depth: i64, oldest_seconds: i64) {
     gauge!(QUEUE_DEPTH).set(depth as f64);
     gauge!(QUEUE_OLDEST_SECONDS).set(oldest_seconds as f64);

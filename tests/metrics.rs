@@ -40,8 +40,13 @@ const COUNTERS: [&str; 8] = [
     "maskrelay_deliveries_total",
     "maskrelay_remote_replies_total",
 ];
-const HISTOGRAMS: [&str; 3] =
-    ["maskrelay_smtp_accept_seconds", "maskrelay_delivery_attempt_seconds", "maskrelay_api_request_seconds"];
+const HISTOGRAMS: [&str; 5] = [
+    "maskrelay_smtp_accept_seconds",
+    "maskrelay_delivery_attempt_seconds",
+    "maskrelay_queue_commit_seconds",
+    "maskrelay_queue_commit_jobs",
+    "maskrelay_api_request_seconds",
+];
 const GAUGES: [&str; 3] = ["maskrelay_build_info", "maskrelay_queue_depth", "maskrelay_queue_oldest_seconds"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +58,7 @@ async fn a_scrape_shows_labelled_counters_from_zero_and_latency_histograms() {
     // Before any traffic: every metric described, every counter series there at 0.
     let first = scrape(&relay).await;
     // API request durations appear with the first request measured (this scrape itself).
-    let latencies = &HISTOGRAMS[..2];
+    let latencies = &HISTOGRAMS[..4];
     for name in COUNTERS.iter().chain(latencies).chain(&GAUGES) {
         assert!(first.contains(&format!("# HELP {name} ")), "no HELP for {name}:\n{first}");
     }
@@ -142,6 +147,10 @@ async fn a_scrape_shows_labelled_counters_from_zero_and_latency_histograms() {
     };
     assert_eq!(bucket("maskrelay_smtp_accept_seconds", "+Inf", &["outcome=\"accepted\""]), 1.0);
     assert_eq!(bucket("maskrelay_delivery_attempt_seconds", "+Inf", &["class=\"2xx\""]), 1.0);
+    // Group commits: the enqueue, the deferral, the completion and the claims between.
+    assert!(count("maskrelay_queue_commit_seconds_count", &["outcome=\"committed\""]) >= 3.0, "{text}");
+    assert_eq!(count("maskrelay_queue_commit_seconds_count", &["outcome=\"failed\""]), 0.0);
+    assert!(count("maskrelay_queue_commit_jobs_sum", &[]) >= 5.0, "two claims at least:\n{text}");
 
     // API requests by route template and status, never by raw path.
     relay.api("GET", "/v1/threads/thr_not_there", None).await;

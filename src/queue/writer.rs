@@ -294,6 +294,13 @@ impl Failed {
 /// One transaction for the whole batch; the answer of each job in order. A COMMIT that fails is settled by reading the batch's token
 /// back (`Own::committed`): stored after all, the batch is answered as committed.
 async fn commit(own: &mut Own, relay_domain: &str, batch: &[Job]) -> Result<Vec<Done>, Failed> {
+    let started = std::time::Instant::now();
+    let result = commit_once(own, relay_domain, batch).await;
+    crate::metrics::queue_commit(batch.len(), result.is_ok(), started.elapsed());
+    result
+}
+
+async fn commit_once(own: &mut Own, relay_domain: &str, batch: &[Job]) -> Result<Vec<Done>, Failed> {
     let token = crate::address::random_token(24);
     // The connection is out of `own` while the batch runs: if anything fails it is dropped
     // (closed, which ends whatever transaction it still holds), and only put back after a
