@@ -434,6 +434,23 @@ level = "warn"
                 snap[int(pid)] = st[1]
         return snap
 
+    def metrics(self) -> dict[str, float]:
+        """The sums and counts of the relay's latency histograms (`name_sum`, `name_count`
+        over all label sets), for the means of one run."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}/metrics",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            key, value = line.rsplit(" ", 1)
+            name = key.split("{", 1)[0]
+            if name.endswith(("_sum", "_count")) and name in METRIC_SERIES:
+                out[name] = out.get(name, 0.0) + float(value)
+        return out
+
     def queued(self) -> int:
         q = self.api("GET", "/v1/queue?limit=1000")
         return len(q["data"] if isinstance(q, dict) else q)
@@ -450,6 +467,25 @@ level = "warn"
         if self.pg_db:
             psql(self.pg_base, f"DROP DATABASE IF EXISTS {self.pg_db}")
             self.pg_db = None
+
+
+# What a run reports from the relay's own metrics: how long the end of DATA took to answer,
+# how long a group commit took and how many jobs it held.
+METRIC_SERIES = {f"maskrelay_{m}_{k}" for m in ("smtp_accept_seconds", "queue_commit_seconds",
+                                                "queue_commit_jobs", "delivery_attempt_seconds")
+                 for k in ("sum", "count")}
+
+
+def metric_means(before: dict, after: dict) -> dict:
+    """Per-run means from two scrapes: ms per accept, per commit, per delivery attempt, and
+    jobs per commit."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in METRIC_SERIES}
+    def mean(m, scale):
+        n = d[f"maskrelay_{m}_count"]
+        return round(d[f"maskrelay_{m}_sum"] / n * scale, 3) if n else None
+    return {"accept_ms": mean("smtp_accept_seconds", 1000), "commit_ms": mean("queue_commit_seconds", 1000),
+            "jobs_per_commit": mean("queue_commit_jobs", 1), "attempt_ms": mean("delivery_attempt_seconds", 1000),
+            "commits": int(d["maskrelay_queue_commit_seconds_count"])}
 
 
 def psql(base: str, sql: str):
@@ -469,16 +505,19 @@ class Result:
     # smtp-source's and smtp-sink's CPU per message: the load generator and the next hop
     # share the 2 CPUs with the relay, so they bound what any relay can reach here.
     harness_ms: float | None = None
+    # maskrelay only: means from its metrics (accept_ms, commit_ms, jobs_per_commit, ...).
+    means: dict | None = None
     load: float = 0.0
     ok: bool = False
     note: str = ""
 
 
 def measure(pkg, sink: Sink, port: int, to: str, n: int, sessions: int, size: int, tag: str,
-            ticks, queued, deadline: float, db_snapshot=None) -> Result:
+            ticks, queued, deadline: float, db_snapshot=None, metrics=None) -> Result:
     res = Result(load=loadavg())
     sink.start()
     try:
+        m0 = metrics() if metrics else None
         t_start = time.monotonic()
         c0 = ticks() if ticks else 0
         d0 = db_snapshot() if db_snapshot else {}
@@ -501,6 +540,8 @@ def measure(pkg, sink: Sink, port: int, to: str, n: int, sessions: int, size: in
             res.e2e = n / (t_done - t_start)
         if ticks:
             res.cpu_ms = (c1 - c0) / CLK_TCK * 1000 / n
+        if metrics:
+            res.means = metric_means(m0, metrics())
         time.sleep(0.5)  # late duplicates, if any, arrive now
         chk = sink.check(n, tag)
         q = queued() if queued else 0
@@ -669,7 +710,7 @@ def main():
                             try:
                                 alias = mr.start()
                                 r = measure(pkg, sink, mr.smtp_port, alias, a.messages, sessions, size,
-                                            tag, mr.ticks, mr.queued, a.deadline, mr.db_snapshot)
+                                            tag, mr.ticks, mr.queued, a.deadline, mr.db_snapshot, mr.metrics)
                             except Exception as e:  # recorded as a failed run, the matrix goes on
                                 r = Result(load=loadavg(), note=f"{type(e).__name__}: {e}")
                             finally:
@@ -684,7 +725,8 @@ def main():
                             cpu += f" + {r.db_cpu_ms:.2f} PostgreSQL"
                         log(f"{size_kb:>3} KB {sessions:>3} sess round {rnd + 1} {'/'.join(who):<26} "
                             f"accept {r.accept:8.0f}/s  e2e {e2e:>6}/s  cpu {cpu} ms/msg  "
-                            f"load {r.load:.2f}  {'ok' if r.ok else 'FAILED ' + r.note}")
+                            f"load {r.load:.2f}  {'ok' if r.ok else 'FAILED ' + r.note}"
+                            + (f"  {r.means}" if r.means else ""))
                 rows.append((size_kb, sessions, per))
     finally:
         postfix.stop()

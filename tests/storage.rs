@@ -507,3 +507,94 @@ on_both_backends!(
     unreadable_message_is_set_aside_on_postgres,
     unreadable_message
 );
+
+/// The group-commit writer under concurrent callers, so its batches hold many jobs of each
+/// kind (written in multi-row statements): 60 sessions enqueue 1-3 messages each (120),
+/// 150 workers claim at once, every message is claimed by exactly one of them with its own
+/// body and lease, all complete, a second completion writes nothing, the queue is empty
+/// and every sent message is findable by its id.
+async fn writer_batches(url: &str) {
+    let db = Db::connect(url, 4, vault()).await.unwrap();
+    let acme = acme_store(&db).await;
+    let new = NewThread {
+        store: acme,
+        order: "o-batches".into(),
+        shopper: Mailbox::parse("jane@shopper.example").unwrap(),
+        shopper_name: None,
+        ttl_days: 30,
+        locale: Default::default(),
+    };
+    let (t, _) = threads::create(&db, &new, Actor::Api).await.unwrap();
+    let writer = queue::writer::Writer::start(db.clone(), "relay.test".into());
+    let mut sessions = tokio::task::JoinSet::new();
+    for s in 0..60 {
+        let (writer, thread) = (writer.clone(), t.id.clone());
+        sessions.spawn(async move {
+            let items: Vec<Outgoing> = (0..1 + s % 3)
+                .map(|i| Outgoing {
+                    thread_id: thread.clone(),
+                    direction: Side::Shopper,
+                    rcpt_to: Mailbox::parse(&format!("r{s}-{i}@shopper.example")).unwrap(),
+                    message: format!("body {s}-{i}\r\n").into_bytes(),
+                    null_sender: false,
+                })
+                .collect();
+            let mapping = IdMapping {
+                thread_id: thread,
+                relay_id: format!("m{s}@relay.test"),
+                original: format!("o{s}@x"),
+            };
+            let ids = writer.enqueue(&items, &[mapping]).await.unwrap();
+            assert_eq!(ids.len(), items.len());
+            ids.into_iter().zip(items).map(|(id, item)| (id, item.message)).collect::<Vec<_>>()
+        });
+    }
+    let mut queued = std::collections::HashMap::new();
+    while let Some(done) = sessions.join_next().await {
+        queued.extend(done.unwrap());
+    }
+    assert_eq!(queued.len(), (0..60).map(|s| 1 + s % 3).sum::<usize>());
+
+    let lease = Duration::from_secs(60);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..150 {
+        let writer = writer.clone();
+        workers.spawn(async move { writer.claim("node-b", lease).await.unwrap() });
+    }
+    let mut claimed = Vec::new();
+    while let Some(got) = workers.join_next().await {
+        claimed.extend(got.unwrap());
+    }
+    assert_eq!(claimed.len(), queued.len(), "every message claimed, by one worker each");
+    let ids: HashSet<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids.len(), claimed.len(), "no message claimed twice");
+    let tokens: HashSet<&str> = claimed.iter().map(|m| m.token.as_str()).collect();
+    assert_eq!(tokens.len(), claimed.len(), "a lease of its own for each");
+    for m in &claimed {
+        assert_eq!(&m.message, &queued[&m.id], "{} has its own body", m.id);
+    }
+    assert!(writer.claim("node-b", lease).await.unwrap().is_none());
+
+    let mut done = tokio::task::JoinSet::new();
+    for m in claimed.clone() {
+        let writer = writer.clone();
+        done.spawn(async move { writer.complete(&m).await.unwrap() });
+    }
+    while let Some(written) = done.join_next().await {
+        assert!(written.unwrap(), "completed under its lease");
+    }
+    assert!(!writer.complete(&claimed[0]).await.unwrap(), "a second completion writes nothing");
+    assert_eq!(queue::depth(&db).await.unwrap().0, 0);
+    for m in &claimed {
+        assert!(queue::find_sent(&db, &m.id).await.unwrap().is_some(), "{} recorded as sent", m.id);
+    }
+    let bodies: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM queue_bodies").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(bodies, 0, "no body outlives its message");
+    let known: Vec<String> = (0..60).map(|s| format!("m{s}@relay.test")).collect();
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    let found = message_ids::lookup(&db, &t.id, "relay.test", &known).await.unwrap();
+    assert_eq!(found.len(), 60, "every mapping stored");
+}
+
+on_both_backends!(writer_batches_on_sqlite, writer_batches_on_postgres, writer_batches);

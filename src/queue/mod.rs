@@ -91,61 +91,120 @@ pub async fn enqueue(
     mappings: &[IdMapping],
 ) -> Result<Vec<String>, StoreError> {
     let mut tx = db.pool.begin().await?;
-    let ids = insert(&mut tx, db, relay_domain, items, mappings).await?;
+    let items: Vec<&Outgoing> = items.iter().collect();
+    let mappings: Vec<&IdMapping> = mappings.iter().collect();
+    let ids = insert(&mut tx, db, relay_domain, &items, &mappings).await?;
     tx.commit().await?;
     Ok(ids)
 }
 
-/// The rows of `enqueue`, inside a transaction the caller commits.
+/// Rows per statement at most. The writer commits many jobs at once, and one statement
+/// for all their rows costs one round trip where a statement per row costs one each
+/// (measured: at 10 sessions a group commit held ~17 jobs and ~50 statements, and took
+/// 7.5 ms on SQLite, 12.6 ms on PostgreSQL, while the sessions waited for it).
+const MAX_ROWS: usize = 32;
+
+/// `0..n` in runs of power-of-two lengths (largest first, at most `MAX_ROWS`): each kind of
+/// multi-row statement then has a handful of texts, each prepared once per connection,
+/// whatever the number of rows.
+fn runs(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let left = n - at;
+        if left == 0 {
+            return None;
+        }
+        let len = if left >= MAX_ROWS { MAX_ROWS } else { 1 << left.ilog2() };
+        at += len;
+        Some(at - len..at)
+    })
+}
+
+/// `($f, …), ($f+cols, …), …`: `rows` tuples of `cols` parameters numbered from `first`,
+/// each followed by `tail` (constants, or parameters every row shares).
+fn tuples(rows: usize, cols: usize, first: usize, tail: &str) -> String {
+    let mut out = String::with_capacity(rows * (cols * 5 + tail.len() + 4));
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for col in 0..cols {
+            if col > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", first + row * cols + col));
+        }
+        out.push_str(tail);
+        out.push(')');
+    }
+    out
+}
+
+/// `$f, $f+step, …`: the first parameter of each of `rows` tuples, for an `IN` list.
+fn firsts(rows: usize, step: usize, first: usize) -> String {
+    (0..rows).map(|row| format!("${}", first + row * step)).collect::<Vec<_>>().join(", ")
+}
+
+/// The rows of `enqueue` (one or several transactions' messages), inside a transaction the
+/// caller commits: each message's id, in order.
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     db: &Db,
     relay_domain: &str,
-    items: &[Outgoing],
-    mappings: &[IdMapping],
+    items: &[&Outgoing],
+    mappings: &[&IdMapping],
 ) -> Result<Vec<String>, StoreError> {
     let t = now();
-    let mut ids = Vec::with_capacity(items.len());
-    for item in items {
-        let id = crate::address::random_token(24);
-        sqlx::query(
+    let ids: Vec<String> = items.iter().map(|_| crate::address::random_token(24)).collect();
+    for run in runs(items.len()) {
+        let sql = format!(
             "INSERT INTO queue (id, thread_id, direction, mail_from, rcpt_to, size, attempts, \
-             created_at, next_attempt_at, locked_until) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, 0)",
-        )
-        .bind(&id)
-        .bind(&item.thread_id)
-        .bind(direction_str(item.direction))
-        .bind(if item.null_sender { String::new() } else { crate::bounce::verp::address(&id, relay_domain) })
-        .bind(db.vault.seal_text(Field::QueueRecipient, &id, &item.rcpt_to.expose()))
-        .bind(item.message.len() as i64)
-        .bind(t)
-        .execute(&mut **tx)
-        .await?;
+             created_at, next_attempt_at, locked_until) VALUES {}",
+            tuples(run.len(), 6, 2, ", 0, $1, $1, 0")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t);
+        for i in run.clone() {
+            let (id, item) = (&ids[i], items[i]);
+            q = q
+                .bind(id)
+                .bind(&item.thread_id)
+                .bind(direction_str(item.direction))
+                .bind(if item.null_sender {
+                    String::new()
+                } else {
+                    crate::bounce::verp::address(id, relay_domain)
+                })
+                .bind(db.vault.seal_text(Field::QueueRecipient, id, &item.rcpt_to.expose()))
+                .bind(item.message.len() as i64);
+        }
+        q.execute(&mut **tx).await?;
         // The body is written once, here, and deleted with the message: leases never touch it.
-        sqlx::query("INSERT INTO queue_bodies (id, message) VALUES ($1, $2)")
-            .bind(&id)
-            .bind(db.vault.seal(Field::QueueMessage, &id, &item.message))
-            .execute(&mut **tx)
-            .await?;
-        ids.push(id);
+        let sql = format!("INSERT INTO queue_bodies (id, message) VALUES {}", tuples(run.len(), 2, 1, ""));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for i in run {
+            q = q.bind(&ids[i]).bind(db.vault.seal(Field::QueueMessage, &ids[i], &items[i].message));
+        }
+        q.execute(&mut **tx).await?;
     }
-    for m in mappings {
-        let relay_id = m.relay_id.to_ascii_lowercase();
-        sqlx::query(
-            "INSERT INTO message_ids (relay_id, thread_id, original, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (relay_id) DO NOTHING",
-        )
-        .bind(&relay_id)
-        .bind(&m.thread_id)
-        .bind(db.vault.seal_text(Field::OriginalMessageId, &relay_id, &m.original))
-        .bind(t)
-        .execute(&mut **tx)
-        .await?;
+    for run in runs(mappings.len()) {
+        let sql = format!(
+            "INSERT INTO message_ids (relay_id, thread_id, original, created_at) VALUES {} \
+             ON CONFLICT (relay_id) DO NOTHING",
+            tuples(run.len(), 3, 2, ", $1")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(t);
+        for m in &mappings[run] {
+            let relay_id = m.relay_id.to_ascii_lowercase();
+            let original = db.vault.seal_text(Field::OriginalMessageId, &relay_id, &m.original);
+            q = q.bind(relay_id).bind(&m.thread_id).bind(original);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(ids)
 }
 
-const CLAIMED: &str = "id, thread_id, direction, mail_from, rcpt_to, attempts, created_at";
+const CLAIMED: &str = "id, thread_id, direction, mail_from, rcpt_to, attempts, created_at, lease_token";
 
 /// Due and not held. A lease moves `next_attempt_at` to its own end (claim, renew), so a
 /// leased message is not due until its lease runs out: one range on one indexed column,
@@ -154,18 +213,23 @@ const CLAIMED: &str = "id, thread_id, direction, mail_from, rcpt_to, attempts, c
 /// claim at 1,500 queued.) Every write keeps `next_attempt_at >= locked_until`.
 const CLAIMABLE: &str = "next_attempt_at <= $4 AND held = 0";
 
+/// Each claimed row's lease token: the claim's random token and the message id, so every
+/// lease is distinct though one statement takes several.
+const LEASE: &str = "lease_token = $3 || id";
+
 /// The claimed message's body, read in the claim's own statement (NULL if it has none).
 fn body_of(queue: &str) -> String {
     format!("(SELECT message FROM queue_bodies b WHERE b.id = {queue}.id) AS message")
 }
 
-/// One statement: SQLite has one writer at a time, so the row the sub-select finds is the
-/// row the UPDATE changes, and the outer condition is checked again under the write lock.
+/// One statement for the first `$5` due messages: SQLite has one writer at a time, so the
+/// rows the sub-select finds are the rows the UPDATE changes, and the outer condition is
+/// checked again under the write lock.
 fn claim_sqlite() -> String {
     format!(
-        "UPDATE queue SET locked_until = $1, next_attempt_at = $1, locked_by = $2, lease_token = $3 \
-         WHERE id = (SELECT id FROM queue WHERE {CLAIMABLE} ORDER BY next_attempt_at LIMIT 1) AND {CLAIMABLE} \
-         RETURNING {CLAIMED}, {}",
+        "UPDATE queue SET locked_until = $1, next_attempt_at = $1, locked_by = $2, {LEASE} \
+         WHERE id IN (SELECT id FROM queue WHERE {CLAIMABLE} ORDER BY next_attempt_at LIMIT $5) \
+         AND {CLAIMABLE} RETURNING {CLAIMED}, {}",
         body_of("queue")
     )
 }
@@ -175,10 +239,10 @@ fn claim_sqlite() -> String {
 fn claim_postgres() -> String {
     let returning: Vec<String> = CLAIMED.split(", ").map(|c| format!("q.{c}")).collect();
     format!(
-        "WITH c AS (SELECT id FROM queue WHERE {CLAIMABLE} ORDER BY next_attempt_at LIMIT 1 \
+        "WITH c AS (SELECT id FROM queue WHERE {CLAIMABLE} ORDER BY next_attempt_at LIMIT $5 \
          FOR UPDATE SKIP LOCKED) \
-         UPDATE queue q SET locked_until = $1, next_attempt_at = $1, locked_by = $2, lease_token = $3 \
-         FROM c WHERE q.id = c.id \
+         UPDATE queue q SET locked_until = $1, next_attempt_at = $1, locked_by = $2, \
+         lease_token = $3 || q.id FROM c WHERE q.id = c.id \
          RETURNING {}, {}",
         returning.join(", "),
         body_of("q")
@@ -193,25 +257,27 @@ fn claim_postgres() -> String {
 /// a transaction of its own.
 pub async fn claim(db: &Db, node: &str, lease: Duration) -> Result<Option<Leased>, StoreError> {
     let mut tx = db.pool.begin().await?;
-    let leased = claim_in(&mut tx, db, node, lease).await?;
+    let leased = claim_some(&mut tx, db, node, lease, 1).await?;
     tx.commit().await?;
-    Ok(leased)
+    Ok(leased.into_iter().next())
 }
 
-/// Unreadable messages set aside in one claim before it gives up for now.
+/// Rounds of setting unreadable messages aside in one claim before it gives up for now.
 const UNREADABLE_PER_CLAIM: usize = 8;
 
-/// `claim`, inside a transaction the caller commits: the lease exists, and the worker may
-/// start, only once that commit succeeds. A message that cannot be read (its body missing,
-/// or a seal the keyring cannot open) is set aside as held, with the reason as its last
-/// error, and the next one claimed: the rollback of a failed claim would otherwise leave it
-/// at the head of the queue, and every claim after it would fail the same way.
-async fn claim_in(
+/// Up to `want` claims in one statement, inside a transaction the caller commits: the
+/// leases exist, and the workers may start, only once that commit succeeds. A message that
+/// cannot be read (its body missing, or a seal the keyring cannot open) is set aside as
+/// held, with the reason as its last error, and others claimed in its place: the rollback
+/// of a failed claim would otherwise leave it at the head of the queue, and every claim
+/// after it would fail the same way.
+async fn claim_some(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     db: &Db,
     node: &str,
     lease: Duration,
-) -> Result<Option<Leased>, StoreError> {
+    want: usize,
+) -> Result<Vec<Leased>, StoreError> {
     // Built once and shared (an `Arc`, which sqlx takes without copying): the claim runs
     // for every message.
     type Sql = std::sync::LazyLock<std::sync::Arc<str>>;
@@ -221,28 +287,38 @@ async fn claim_in(
         Backend::Sqlite => &SQLITE,
         Backend::Postgres => &POSTGRES,
     };
+    let mut got = Vec::with_capacity(want);
     for _ in 0..UNREADABLE_PER_CLAIM {
+        let asked = want - got.len();
+        if asked == 0 {
+            break;
+        }
         let t = now();
-        let token = crate::address::random_token(24);
         let rows = sqlx::query(sqlx::AssertSqlSafe(std::sync::Arc::clone(sql)))
             .bind(t + lease.as_secs().max(1) as i64)
             .bind(node)
-            .bind(&token)
+            .bind(crate::address::random_token(24))
             .bind(t)
+            .bind(asked as i64)
             .fetch_all(&mut **tx)
             .await?;
-        let Some(r) = rows.into_iter().next() else { return Ok(None) };
-        let id: String = r.try_get("id")?;
-        match read_claimed(db, &r, &id, token) {
-            Ok(leased) => return Ok(Some(leased)),
-            Err(e) => set_aside(tx, &id, &e).await?,
+        let found = rows.len();
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            match read_claimed(db, &r, &id) {
+                Ok(leased) => got.push(leased),
+                Err(e) => set_aside(tx, &id, &e).await?,
+            }
+        }
+        if found < asked {
+            break;
         }
     }
-    Ok(None)
+    Ok(got)
 }
 
 /// The claimed row with its body as a `Leased`; no I/O, so an error is the message's own.
-fn read_claimed(db: &Db, r: &sqlx::any::AnyRow, id: &str, token: String) -> Result<Leased, StoreError> {
+fn read_claimed(db: &Db, r: &sqlx::any::AnyRow, id: &str) -> Result<Leased, StoreError> {
     let body: Vec<u8> = r
         .try_get::<Option<Vec<u8>>, _>("message")?
         .ok_or_else(|| StoreError::Corrupt("the queued message has no body".into()))?;
@@ -254,7 +330,7 @@ fn read_claimed(db: &Db, r: &sqlx::any::AnyRow, id: &str, token: String) -> Resu
         message: db.vault.open(Field::QueueMessage, id, &body)?,
         attempts: r.try_get("attempts")?,
         created_at: r.try_get("created_at")?,
-        token,
+        token: r.try_get("lease_token")?,
         id: id.to_owned(),
     })
 }
@@ -313,7 +389,7 @@ pub async fn release_node(db: &Db, node: &str) -> Result<u64, StoreError> {
 /// False (and nothing written) when the lease was lost.
 pub async fn complete(db: &Db, msg: &Leased) -> Result<bool, StoreError> {
     let mut tx = db.pool.begin().await?;
-    if !remove_leased(&mut tx, msg).await? {
+    if !remove_leased(&mut tx, &[msg]).await?[0] {
         tx.rollback().await?;
         return Ok(false);
     }
@@ -321,31 +397,53 @@ pub async fn complete(db: &Db, msg: &Leased) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// Deletes `msg` and its body if its lease is still held; records it as sent.
-async fn remove_leased(tx: &mut sqlx::Transaction<'_, sqlx::Any>, msg: &Leased) -> Result<bool, StoreError> {
-    let n = sqlx::query("DELETE FROM queue WHERE id = $1 AND lease_token = $2")
-        .bind(&msg.id)
-        .bind(&msg.token)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    if n != 1 {
-        return Ok(false);
+/// Deletes each message and its body if its lease is still held, and records it as sent:
+/// for each, in order, whether it was (false: the lease was lost, nothing written for it).
+async fn remove_leased(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    msgs: &[&Leased],
+) -> Result<Vec<bool>, StoreError> {
+    let mut removed = std::collections::HashSet::new();
+    for run in runs(msgs.len()) {
+        // `id IN (…)` finds the rows by key (on both backends, with the writer's plans);
+        // the pairs then keep only those whose lease is still the holder's.
+        let sql = format!(
+            "DELETE FROM queue WHERE id IN ({}) AND (id, lease_token) IN (VALUES {}) RETURNING id",
+            firsts(run.len(), 2, 1),
+            tuples(run.len(), 2, 1, "")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for m in &msgs[run] {
+            q = q.bind(&m.id).bind(&m.token);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            removed.insert(r.try_get::<String, _>("id")?);
+        }
     }
-    sqlx::query("DELETE FROM queue_bodies WHERE id = $1").bind(&msg.id).execute(&mut **tx).await?;
-    if !msg.mail_from.is_empty() {
-        sqlx::query(
-            "INSERT INTO sent_messages (queue_id, thread_id, direction, sent_at) VALUES ($1, $2, $3, $4) \
+    let gone: Vec<&Leased> = msgs.iter().copied().filter(|m| removed.contains(&m.id)).collect();
+    for run in runs(gone.len()) {
+        let sql = format!("DELETE FROM queue_bodies WHERE id IN ({})", firsts(run.len(), 1, 1));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for m in &gone[run] {
+            q = q.bind(&m.id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    // Notices (null sender) cannot be bounced to: no record.
+    let sent: Vec<&Leased> = gone.into_iter().filter(|m| !m.mail_from.is_empty()).collect();
+    for run in runs(sent.len()) {
+        let sql = format!(
+            "INSERT INTO sent_messages (queue_id, thread_id, direction, sent_at) VALUES {} \
              ON CONFLICT (queue_id) DO NOTHING",
-        )
-        .bind(&msg.id)
-        .bind(&msg.thread_id)
-        .bind(direction_str(msg.direction))
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
+            tuples(run.len(), 3, 2, ", $1")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now());
+        for m in &sent[run] {
+            q = q.bind(&m.id).bind(&m.thread_id).bind(direction_str(m.direction));
+        }
+        q.execute(&mut **tx).await?;
     }
-    Ok(true)
+    Ok(msgs.iter().map(|m| removed.contains(&m.id)).collect())
 }
 
 /// Given up: like `complete`, and in the same transaction the notices to send in its
@@ -373,10 +471,11 @@ async fn give_up_in(
     relay_domain: &str,
     notices: &[Outgoing],
 ) -> Result<bool, StoreError> {
-    if !remove_leased(tx, msg).await? {
+    if !remove_leased(tx, &[msg]).await?[0] {
         return Ok(false);
     }
-    insert(tx, db, relay_domain, notices, &[]).await?;
+    let notices: Vec<&Outgoing> = notices.iter().collect();
+    insert(tx, db, relay_domain, &notices, &[]).await?;
     Ok(true)
 }
 
@@ -642,6 +741,29 @@ impl Backpressure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_cover_every_row_once_in_few_statement_shapes() {
+        for n in 0..300 {
+            let runs: Vec<_> = runs(n).collect();
+            let mut next = 0;
+            for r in &runs {
+                assert_eq!(r.start, next, "contiguous for {n}");
+                assert!(r.len().is_power_of_two() && r.len() <= MAX_ROWS, "{n}: {r:?}");
+                next = r.end;
+            }
+            assert_eq!(next, n, "every row of {n}");
+            // Full runs of MAX_ROWS, then at most one run of each smaller size.
+            assert!(runs.len() <= n / MAX_ROWS + MAX_ROWS.ilog2() as usize, "{n}: {runs:?}");
+        }
+    }
+
+    #[test]
+    fn tuples_number_parameters_row_by_row() {
+        assert_eq!(tuples(2, 3, 2, ", $1"), "($2, $3, $4, $1), ($5, $6, $7, $1)");
+        assert_eq!(tuples(1, 2, 1, ""), "($1, $2)");
+        assert_eq!(firsts(3, 2, 1), "$1, $3, $5");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

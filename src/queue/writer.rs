@@ -40,14 +40,6 @@ enum Op {
     Claim { node: String, lease: Duration },
 }
 
-impl Op {
-    /// Claims run after the other jobs of their batch: they then see the mail enqueued
-    /// in it, and never a message whose completion is in the same batch.
-    fn is_claim(&self) -> bool {
-        matches!(self, Op::Claim { .. })
-    }
-}
-
 enum Done {
     Enqueued(Vec<String>),
     /// False: the lease was lost, nothing written.
@@ -238,8 +230,6 @@ async fn run(mut own: Own, relay_domain: String, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        // Stable: the other jobs in their order, then the claims.
-        batch.sort_by_key(|job| job.op.is_claim());
         match commit(&mut own, &relay_domain, &batch).await {
             Ok(results) => {
                 for (job, done) in batch.into_iter().zip(results) {
@@ -363,23 +353,74 @@ async fn write<'c>(
     .bind(crate::store::now())
     .execute(&mut *tx)
     .await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        results.push(match &job.op {
-            Op::Enqueue { items, mappings } => {
-                Done::Enqueued(super::insert(&mut tx, db, relay_domain, items, mappings).await?)
-            }
-            Op::Complete(msg) => Done::Completed(super::remove_leased(&mut tx, msg).await?),
-            Op::Defer { msg, next_attempt_at, error, attempt } => {
-                Done::Completed(super::defer(&mut tx, msg, *next_attempt_at, error, *attempt).await?)
-            }
-            Op::GiveUp { msg, notices } => {
-                Done::Completed(super::give_up_in(&mut tx, db, msg, relay_domain, notices).await?)
-            }
-            Op::Claim { node, lease } => {
-                Done::Claimed(super::claim_in(&mut tx, db, node, *lease).await?.map(Box::new))
-            }
-        });
-    }
+    let results = write_jobs(&mut tx, db, relay_domain, batch).await?;
     Ok((results, tx))
+}
+
+/// Every job of the batch, by kind, each kind in as few statements as its rows allow:
+/// enqueues, then completions and give-ups, then deferrals, then claims (which then see
+/// the mail just enqueued and never a message completed in the same batch). The answers
+/// in the batch's order.
+async fn write_jobs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    db: &Db,
+    relay_domain: &str,
+    batch: &[Job],
+) -> Result<Vec<Done>, StoreError> {
+    let mut results: Vec<Option<Done>> = batch.iter().map(|_| None).collect();
+
+    let enqueues: Vec<(usize, &[Outgoing], &[IdMapping])> = (batch.iter().enumerate())
+        .filter_map(|(i, job)| match &job.op {
+            Op::Enqueue { items, mappings } => Some((i, items.as_slice(), mappings.as_slice())),
+            _ => None,
+        })
+        .collect();
+    let items: Vec<&Outgoing> = enqueues.iter().flat_map(|(_, items, _)| items.iter()).collect();
+    let mappings: Vec<&IdMapping> = enqueues.iter().flat_map(|(_, _, m)| m.iter()).collect();
+    let mut ids = super::insert(tx, db, relay_domain, &items, &mappings).await?.into_iter();
+    for (i, items, _) in &enqueues {
+        results[*i] = Some(Done::Enqueued(ids.by_ref().take(items.len()).collect()));
+    }
+
+    let removals: Vec<(usize, &Leased)> = (batch.iter().enumerate())
+        .filter_map(|(i, job)| match &job.op {
+            Op::Complete(msg) | Op::GiveUp { msg, .. } => Some((i, &**msg)),
+            _ => None,
+        })
+        .collect();
+    let msgs: Vec<&Leased> = removals.iter().map(|(_, m)| *m).collect();
+    let removed = super::remove_leased(tx, &msgs).await?;
+    let mut notices: Vec<&Outgoing> = Vec::new();
+    for ((i, _), written) in removals.iter().zip(removed) {
+        if let (true, Op::GiveUp { notices: n, .. }) = (written, &batch[*i].op) {
+            notices.extend(n);
+        }
+        results[*i] = Some(Done::Completed(written));
+    }
+    super::insert(tx, db, relay_domain, &notices, &[]).await?;
+
+    for (i, job) in batch.iter().enumerate() {
+        if let Op::Defer { msg, next_attempt_at, error, attempt } = &job.op {
+            results[i] =
+                Some(Done::Completed(super::defer(tx, msg, *next_attempt_at, error, *attempt).await?));
+        }
+    }
+
+    // Claims of one node for one lease time (in practice all of them) in one statement.
+    let mut claims: Vec<(usize, &str, Duration)> = (batch.iter().enumerate())
+        .filter_map(|(i, job)| match &job.op {
+            Op::Claim { node, lease } => Some((i, node.as_str(), *lease)),
+            _ => None,
+        })
+        .collect();
+    while let Some(&(_, node, lease)) = claims.first() {
+        let (alike, rest): (Vec<_>, Vec<_>) = claims.into_iter().partition(|c| (c.1, c.2) == (node, lease));
+        let mut leased = super::claim_some(tx, db, node, lease, alike.len()).await?.into_iter();
+        for (i, _, _) in alike {
+            results[i] = Some(Done::Claimed(leased.next().map(Box::new)));
+        }
+        claims = rest;
+    }
+
+    Ok(results.into_iter().map(|done| done.expect("every job has its answer")).collect())
 }
