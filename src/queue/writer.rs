@@ -343,16 +343,16 @@ async fn write<'c>(
     batch: &[Job],
     token: &str,
 ) -> Result<(Vec<Done>, sqlx::Transaction<'c, sqlx::Any>), StoreError> {
-    let mut tx = conn.begin().await?;
-    sqlx::query(
-        "INSERT INTO queue_commits (writer, batch, at) VALUES ($1, $2, $3) \
+    // The token rides with BEGIN, in the same message to the database: one round trip
+    // fewer per batch. Both values are random letters and digits (`random_token`), safe
+    // to write as literals.
+    debug_assert!(writer.chars().chain(token.chars()).all(|c| c.is_ascii_alphanumeric()));
+    let begin = format!(
+        "BEGIN; INSERT INTO queue_commits (writer, batch, at) VALUES ('{writer}', '{token}', {}) \
          ON CONFLICT (writer) DO UPDATE SET batch = excluded.batch, at = excluded.at",
-    )
-    .bind(writer)
-    .bind(token)
-    .bind(crate::store::now())
-    .execute(&mut *tx)
-    .await?;
+        crate::store::now()
+    );
+    let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin)).await?;
     let results = write_jobs(&mut tx, db, relay_domain, batch).await?;
     Ok((results, tx))
 }
