@@ -48,6 +48,19 @@ async fn acme_store(db: &Db) -> StoreId {
     acme
 }
 
+/// A thread of the store `acme` (created here) for jane@shopper.example, order `order`.
+async fn jane_thread(db: &Db, order: &str) -> threads::Thread {
+    let new = NewThread {
+        store: acme_store(db).await,
+        order: order.into(),
+        shopper: Mailbox::parse("jane@shopper.example").unwrap(),
+        shopper_name: None,
+        ttl_days: 30,
+        locale: Default::default(),
+    };
+    threads::create(db, &new, Actor::Api).await.unwrap().0
+}
+
 async fn suite(url: &str) {
     let db = Db::connect(url, 4, vault()).await.expect("connect and migrate");
     // Migrating again is a no-op.
@@ -463,16 +476,7 @@ on_both_backends!(queue_migration_on_sqlite, queue_migration_on_postgres, queue_
 /// it are still claimed: a failed claim must not leave it there to fail every claim after.
 async fn unreadable_message(url: &str) {
     let db = Db::connect(url, 2, vault()).await.unwrap();
-    let acme = acme_store(&db).await;
-    let new = NewThread {
-        store: acme,
-        order: "o-unreadable".into(),
-        shopper: Mailbox::parse("jane@shopper.example").unwrap(),
-        shopper_name: None,
-        ttl_days: 30,
-        locale: Default::default(),
-    };
-    let (t, _) = threads::create(&db, &new, Actor::Api).await.unwrap();
+    let t = jane_thread(&db, "o-unreadable").await;
     let item = |body: &str| Outgoing {
         thread_id: t.id.clone(),
         direction: Side::Shopper,
@@ -515,16 +519,7 @@ on_both_backends!(
 /// and every sent message is findable by its id.
 async fn writer_batches(url: &str) {
     let db = Db::connect(url, 4, vault()).await.unwrap();
-    let acme = acme_store(&db).await;
-    let new = NewThread {
-        store: acme,
-        order: "o-batches".into(),
-        shopper: Mailbox::parse("jane@shopper.example").unwrap(),
-        shopper_name: None,
-        ttl_days: 30,
-        locale: Default::default(),
-    };
-    let (t, _) = threads::create(&db, &new, Actor::Api).await.unwrap();
+    let t = jane_thread(&db, "o-batches").await;
     let writer = queue::writer::Writer::start(db.clone(), "relay.test".into());
     let mut sessions = tokio::task::JoinSet::new();
     for s in 0..60 {
