@@ -389,7 +389,7 @@ async fn write_jobs(
         })
         .collect();
     let msgs: Vec<&Leased> = removals.iter().map(|(_, m)| *m).collect();
-    let removed = super::remove_leased(tx, &msgs).await?;
+    let removed = super::remove_leased(tx, db, &msgs).await?;
     let mut notices: Vec<&Outgoing> = Vec::new();
     for ((i, _), written) in removals.iter().zip(removed) {
         if let (true, Op::GiveUp { notices: n, .. }) = (written, &batch[*i].op) {
