@@ -108,13 +108,27 @@ const MAX_ROWS: usize = 32;
 /// multi-row statement then has a handful of texts, each prepared once per connection,
 /// whatever the number of rows.
 fn runs(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    runs_within(n, |_| 0)
+}
+
+/// Bytes of message bodies in one statement at most (a run is halved until it fits, or is
+/// one message): PostgreSQL refuses a protocol message over 1 GiB, and 32 messages of
+/// `smtp.max_message_bytes` (25 MiB by default) would be 800 MiB in one.
+const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// `runs`, with each run's rows of at most `MAX_STATEMENT_BYTES` by `bytes(row)` together,
+/// unless it is a single row.
+fn runs_within(n: usize, bytes: impl Fn(usize) -> usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let mut at = 0;
     std::iter::from_fn(move || {
         let left = n - at;
         if left == 0 {
             return None;
         }
-        let len = if left >= MAX_ROWS { MAX_ROWS } else { 1 << left.ilog2() };
+        let mut len = if left >= MAX_ROWS { MAX_ROWS } else { 1 << left.ilog2() };
+        while len > 1 && (at..at + len).map(&bytes).sum::<usize>() > MAX_STATEMENT_BYTES {
+            len /= 2;
+        }
         at += len;
         Some(at - len..at)
     })
@@ -172,7 +186,7 @@ async fn insert(
 ) -> Result<Vec<String>, StoreError> {
     let t = now();
     let ids: Vec<String> = items.iter().map(|_| crate::address::random_token(24)).collect();
-    for run in runs(items.len()) {
+    for run in runs_within(items.len(), |i| items[i].message.len()) {
         // The body is written once, here, and deleted with the message: leases never touch
         // it. Each body row takes its message's id parameter from the queue row's tuple.
         let rows = run.len();
@@ -784,6 +798,18 @@ mod tests {
             // Full runs of MAX_ROWS, then at most one run of each smaller size.
             assert!(runs.len() <= n / MAX_ROWS + MAX_ROWS.ilog2() as usize, "{n}: {runs:?}");
         }
+    }
+
+    #[test]
+    fn big_bodies_go_in_smaller_runs() {
+        let mib = 1024 * 1024;
+        // 20 bodies of 5 MiB: 16 MiB at most per statement, so runs of 2 (10 MiB).
+        let pairs: Vec<_> = runs_within(20, |_| 5 * mib).collect();
+        assert!(pairs.len() == 10 && pairs.iter().all(|r| r.len() == 2), "{pairs:?}");
+        // One body over the limit still goes, alone.
+        assert_eq!(runs_within(3, |_| 30 * mib).collect::<Vec<_>>(), vec![0..1, 1..2, 2..3]);
+        // Small bodies: as `runs`.
+        assert_eq!(runs_within(40, |_| 10_000).collect::<Vec<_>>(), runs(40).collect::<Vec<_>>());
     }
 
     #[test]
