@@ -72,6 +72,7 @@ async fn pipe(client: TcpStream, server: TcpStream, state: Arc<Mutex<State>>) {
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut server_rx, mut server_tx) = server.into_split();
     let (cut_tx, mut cut_rx) = tokio::sync::watch::channel(false);
+    let (answered_tx, mut answered_rx) = tokio::sync::watch::channel(false);
     let upstream = async move {
         let mut seen = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -98,7 +99,9 @@ async fn pipe(client: TcpStream, server: TcpStream, state: Arc<Mutex<State>>) {
                 // client never hears of it.
                 let _ = cut_tx.send(true);
                 let _ = server_tx.write_all(&buf[..n]).await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // The server's answer means the commit is done: only then is the
+                // connection broken (closing earlier could abort it instead).
+                let _ = tokio::time::timeout(Duration::from_secs(10), answered_rx.wait_for(|a| *a)).await;
                 return;
             }
             if server_tx.write_all(&buf[..n]).await.is_err() {
@@ -117,14 +120,23 @@ async fn pipe(client: TcpStream, server: TcpStream, state: Arc<Mutex<State>>) {
                 _ = cut_rx.wait_for(|cut| *cut) => break,
             };
             if *cut_rx.borrow() {
+                let _ = answered_tx.send(true);
                 break;
             }
             if client_tx.write_all(&buf[..n]).await.is_err() {
                 return;
             }
         }
-        // Cut: nothing more reaches the client; the upstream half ends the connection once
-        // the COMMIT is through.
+        // Cut: nothing more reaches the client. The first answer from the server after the
+        // cut is the COMMIT's; the upstream half then ends the connection.
+        while !*answered_tx.borrow() {
+            match server_rx.read(&mut buf).await {
+                Ok(n) if n > 0 => {
+                    let _ = answered_tx.send(true);
+                }
+                _ => break,
+            }
+        }
         std::future::pending::<()>().await
     };
     // Either side ending ends both: every half is dropped, both sockets close.
