@@ -137,6 +137,7 @@ fn runs_within(n: usize, bytes: impl Fn(usize) -> usize) -> impl Iterator<Item =
 /// `($f, …), ($f+cols, …), …`: `rows` tuples of `cols` parameters numbered from `first`,
 /// each followed by `tail` (constants, or parameters every row shares).
 fn tuples(rows: usize, cols: usize, first: usize, tail: &str) -> String {
+    use std::fmt::Write;
     let mut out = String::with_capacity(rows * (cols * 5 + tail.len() + 4));
     for row in 0..rows {
         if row > 0 {
@@ -147,7 +148,7 @@ fn tuples(rows: usize, cols: usize, first: usize, tail: &str) -> String {
             if col > 0 {
                 out.push_str(", ");
             }
-            out.push_str(&format!("${}", first + row * cols + col));
+            let _ = write!(out, "${}", first + row * cols + col);
         }
         out.push_str(tail);
         out.push(')');

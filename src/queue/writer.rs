@@ -281,8 +281,7 @@ impl Failed {
     }
 }
 
-/// One transaction for the whole batch; the answer of each job in order. A COMMIT that fails is settled by reading the batch's token
-/// back (`Own::committed`): stored after all, the batch is answered as committed.
+/// `commit_once`, timed for `maskrelay_queue_commit_seconds`.
 async fn commit(own: &mut Own, relay_domain: &str, batch: &[Job]) -> Result<Vec<Done>, Failed> {
     let started = std::time::Instant::now();
     let result = commit_once(own, relay_domain, batch).await;
@@ -290,6 +289,9 @@ async fn commit(own: &mut Own, relay_domain: &str, batch: &[Job]) -> Result<Vec<
     result
 }
 
+/// One transaction for the whole batch; the answer of each job in order. A COMMIT that
+/// fails is settled by reading the batch's token back (`settle`): stored after all, the
+/// batch is answered as committed.
 async fn commit_once(own: &mut Own, relay_domain: &str, batch: &[Job]) -> Result<Vec<Done>, Failed> {
     let token = crate::address::random_token(24);
     // The connection is out of `own` while the batch runs: if anything fails it is dropped
