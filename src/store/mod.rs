@@ -94,7 +94,14 @@ impl Db {
             Backend::Postgres => options,
         };
         let options = match backend {
-            Backend::Sqlite => options.after_release(|conn, _meta| Box::pin(sqlite_reusable(conn))),
+            // No ping before each acquisition: a SQLite connection is a file handle on a
+            // thread of this process, which nothing outside can break while it sits idle,
+            // and the ping is one more hand-off to that thread and back on the path of
+            // every query (the RCPT lookup's among them). The pool still pings it, and
+            // `sqlite_reusable` checks it, when it comes back.
+            Backend::Sqlite => options
+                .test_before_acquire(false)
+                .after_release(|conn, _meta| Box::pin(sqlite_reusable(conn))),
             Backend::Postgres => options,
         };
         let pool = options.connect(&url).await?;
