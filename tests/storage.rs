@@ -593,3 +593,50 @@ async fn writer_batches(url: &str) {
 }
 
 on_both_backends!(writer_batches_on_sqlite, writer_batches_on_postgres, writer_batches);
+
+/// The retention sweep takes revoked or paused threads and expired ones, each kind from its
+/// own index, at most `limit` a call, and leaves an active thread alone.
+async fn retention_batches(url: &str) {
+    let db = Db::connect(url, 4, vault()).await.unwrap();
+    let store = acme_store(&db).await;
+    let thread = |order: &str| NewThread {
+        store: store.clone(),
+        order: order.into(),
+        shopper: Mailbox::parse("jane@shopper.example").unwrap(),
+        shopper_name: None,
+        ttl_days: 30,
+        locale: Default::default(),
+    };
+    let mut due = Vec::new();
+    for (order, set) in [
+        ("R-1", "status = 'revoked', updated_at = 1"),
+        ("R-2", "status = 'disabled', updated_at = 2"),
+        ("R-3", "expires_at = 1"),
+        ("R-4", "expires_at = 2"),
+    ] {
+        let t = threads::create(&db, &thread(order), Actor::Api).await.unwrap().0;
+        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE threads SET {set} WHERE id = $1")))
+            .bind(&t.id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        due.push(t.id);
+    }
+    let kept = threads::create(&db, &thread("R-5"), Actor::Api).await.unwrap().0;
+    let before = maskrelay::store::now();
+    let first = threads::erase_due(&db, before, 3).await.unwrap();
+    assert_eq!(first.len(), 3, "at most the limit: {first:?}");
+    let second = threads::erase_due(&db, before, 3).await.unwrap();
+    assert_eq!(second.len(), 1, "then the rest: {second:?}");
+    assert!(threads::erase_due(&db, before, 3).await.unwrap().is_empty());
+    let mut erased: Vec<String> = first.into_iter().chain(second).collect();
+    erased.sort();
+    due.sort();
+    assert_eq!(erased, due, "every due thread once");
+    for id in &due {
+        assert_eq!(threads::get(&db, id).await.unwrap().status, ThreadStatus::Erased);
+    }
+    assert_eq!(threads::get(&db, &kept.id).await.unwrap().status, ThreadStatus::Active);
+}
+
+on_both_backends!(retention_batches_on_sqlite, retention_batches_on_postgres, retention_batches);

@@ -526,9 +526,16 @@ const THREAD_DATA: [&str; 4] = [
 pub async fn erase_due(db: &Db, before: i64, limit: i64) -> Result<Vec<String>, StoreError> {
     const DUE: &str = "((status IN ('revoked', 'disabled') AND updated_at <= $1) \
                        OR (status = 'active' AND expires_at <= $1))";
-    let candidates: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT id FROM threads WHERE {DUE} ORDER BY updated_at, id LIMIT $2"
-    )))
+    // Each kind of due thread from its own index, oldest first (`threads_status`,
+    // `threads_expiry`): one query with the OR read every active thread to test its
+    // expiry, 3.5 s a sweep at 10 million threads.
+    let mut candidates: Vec<String> = sqlx::query(
+        "SELECT id FROM (SELECT id FROM threads WHERE status IN ('revoked', 'disabled') \
+         AND updated_at <= $1 ORDER BY updated_at, id LIMIT $2) AS gone \
+         UNION ALL \
+         SELECT id FROM (SELECT id FROM threads WHERE status = 'active' AND expires_at <= $1 \
+         ORDER BY expires_at, id LIMIT $2) AS expired",
+    )
     .bind(before)
     .bind(limit)
     .fetch_all(&db.pool)
@@ -536,6 +543,7 @@ pub async fn erase_due(db: &Db, before: i64, limit: i64) -> Result<Vec<String>, 
     .iter()
     .map(|r| r.try_get("id"))
     .collect::<Result<_, _>>()?;
+    candidates.truncate(usize::try_from(limit).unwrap_or(0));
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
