@@ -11,6 +11,16 @@ use maskrelay::api::stores::NewStore;
 use maskrelay::api::threads::{NewThreadRequest, ShopperInput, ThreadQuery, ThreadView};
 use maskrelay::config::{Config, EgressMode, LogFormat};
 use maskrelay::server::Relay;
+
+/// `println!` for a command's output (`out`).
+macro_rules! outln {
+    ($($t:tt)*) => { out(format_args!($($t)*), true) };
+}
+
+/// `print!` for a command's output (`out`).
+macro_rules! outp {
+    ($($t:tt)*) => { out(format_args!($($t)*), false) };
+}
 use maskrelay::store::audit::Actor;
 use maskrelay::store::{Db, events, stores, threads};
 
@@ -438,7 +448,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Keys(KeysCmd::Generate) = &cli.command {
-        println!("{}", maskrelay::store::Vault::generate_key());
+        outln!("{}", maskrelay::store::Vault::generate_key());
         return Ok(ExitCode::SUCCESS);
     }
     let config = Config::load(cli.config.as_deref()).context("configuration")?;
@@ -467,14 +477,14 @@ async fn serve(config: Config, path: Option<PathBuf>) -> Result<()> {
     let mut relay = Relay::start(config).await?;
     if relay.token_generated {
         // Shown once on the terminal, never logged: set api.token to keep one.
-        println!(
+        startup_line(format_args!(
             "API token (generated for this run; set api.token or MASKRELAY_API_TOKEN to keep one): {}",
             relay.api_token
-        );
+        ));
     }
-    println!("SMTP on {}, HTTP API on {}", relay.smtp_addr, relay.api_addr);
+    startup_line(format_args!("SMTP on {}, HTTP API on {}", relay.smtp_addr, relay.api_addr));
     if let Some(public) = relay.public_addr {
-        println!("Shopper pages on {public}");
+        startup_line(format_args!("Shopper pages on {public}"));
     }
     loop {
         match next_signal().await {
@@ -545,14 +555,40 @@ async fn rotate_keys(config: &Config) -> Result<()> {
     })
     .await?;
     for (table, scanned, resealed) in report {
-        println!("{table}: {scanned} rows, {resealed} re-sealed");
+        outln!("{table}: {scanned} rows, {resealed} re-sealed");
     }
-    println!("done: older keys can now be removed from the keyring");
+    outln!("done: older keys can now be removed from the keyring");
     Ok(())
 }
 
+/// A command's output, written in one piece. A reader that has gone (`| head`,
+/// `| grep -q`) ends the command quietly, as it ends `cat`; `println!` panicked there
+/// ("failed printing to stdout: Broken pipe") and failed the pipeline.
+fn out(text: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut text = text.to_string();
+    if newline {
+        text.push('\n');
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("maskrelay: cannot write the output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `serve`'s lines on the terminal: a closed stdout must not stop the relay.
+fn startup_line(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -782,7 +818,7 @@ fn init(
         dmarc_rua: Some(rua),
     };
     eprintln!("Publish these DNS records (stdout; `maskrelay check dns` verifies them once published):\n");
-    print!("{}", plan.zone());
+    outp!("{}", plan.zone());
     Ok(())
 }
 
@@ -791,7 +827,7 @@ async fn health(config: &Config, url: Option<String>) -> Result<ExitCode> {
     let url = url.unwrap_or_else(|| maskrelay::admin::health_url(&config.api.listen));
     match maskrelay::admin::probe_health(&url).await {
         Ok(body) => {
-            println!("healthy: {body}");
+            outln!("healthy: {body}");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -822,17 +858,17 @@ async fn check_dns(config: &Config, ip: Option<std::net::IpAddr>) -> Result<Exit
     } else {
         config.dns.nameservers.join(", ")
     };
-    println!("Checking the records of {} through {servers}:", config.relay.domain);
+    outln!("Checking the records of {} through {servers}:", config.relay.domain);
     let findings = plan.check(&resolver).await;
     for f in &findings {
-        println!("{f}");
+        outln!("{f}");
     }
     let bad = findings.iter().filter(|f| matches!(f.status, Status::Missing | Status::Wrong)).count();
     if bad == 0 {
-        println!("All records are in place.");
+        outln!("All records are in place.");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{bad} record(s) missing or wrong: `maskrelay init` prints them in zone-file syntax.");
+        outln!("{bad} record(s) missing or wrong: `maskrelay init` prints them in zone-file syntax.");
         Ok(ExitCode::FAILURE)
     }
 }
@@ -868,7 +904,7 @@ fn config_check(config: &Config) -> Result<ExitCode> {
     {
         problems.push(e.to_string());
     }
-    print!("{}", config.to_masked_toml());
+    outp!("{}", config.to_masked_toml());
     if problems.is_empty() {
         eprintln!("configuration OK");
         Ok(ExitCode::SUCCESS)
@@ -883,13 +919,13 @@ fn config_check(config: &Config) -> Result<ExitCode> {
 /// `maskrelay backup FILE`: an online copy of the SQLite database.
 async fn backup(config: &Config, file: &std::path::Path) -> Result<()> {
     let done = maskrelay::admin::backup_sqlite(&config.database.url, file).await?;
-    println!("Wrote {} ({} bytes, mode 0600, integrity checked).", file.display(), done.bytes);
+    outln!("Wrote {} ({} bytes, mode 0600, integrity checked).", file.display(), done.bytes);
     let keys = if config.privacy.keys.is_empty() {
         format!("privacy.key_file ({})", config.privacy.key_file)
     } else {
         "privacy.keys".to_owned()
     };
-    println!(
+    outln!(
         "The privacy keys are not in the backup: without {keys} the shopper data in it cannot be read. \
          Back the key up apart from the database backups."
     );

@@ -27,14 +27,20 @@ impl Shell {
         Self { config, _dir: dir }
     }
 
-    /// Runs `maskrelay --config … ARGS`: (succeeded, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
+    /// `maskrelay --config … ARGS`, not started.
+    fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_maskrelay"));
         // Only this config: the test runner's own MASKRELAY_* switches are not config.
         for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("MASKRELAY_")) {
             cmd.env_remove(name);
         }
-        let out = cmd.arg("--config").arg(&self.config).args(args).output().unwrap();
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd
+    }
+
+    /// Runs `maskrelay --config … ARGS`: (succeeded, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.command(args).output().unwrap();
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         (out.status.success(), text(&out.stdout), text(&out.stderr))
     }
@@ -115,4 +121,27 @@ fn thread_create_refuses_a_name_that_shows_the_address() {
     assert!(err.contains("shopper.name:"), "{err}");
     let t = sh.json(&[&create[..], &["--name", "Jane"]].concat());
     assert!(t["id"].is_string(), "{t}");
+}
+
+/// A reader that goes away (`maskrelay thread list | grep -q …`, `| head`) ends the command
+/// quietly: exit 0, nothing on stderr. `println!` panicked there ("failed printing to
+/// stdout: Broken pipe") and failed the shell pipeline.
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    let sh = Shell::new();
+    sh.json(&["store", "add", "--id", "acme", "--name", "Acme", "--contact", "support@acme.example"]);
+    for args in [&["thread", "list"][..], &["store", "list"], &["keys", "generate"]] {
+        let mut child = sh
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command has written anything (it has yet to open
+        // the database), so its write finds the pipe closed.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !err.contains("panicked"), "{args:?}: {:?}: {err}", out.status);
+    }
 }
