@@ -489,6 +489,9 @@ async fn rcpt(
     }
     let aliases = std::sync::Arc::new(aliases);
     let domain = config.relay.domain.clone();
+    // The relay closes a connection after `smtp.max_commands` commands (421): each session
+    // opens a new one before it gets there, outside the timed RCPTs.
+    let max_commands = config.smtp.max_commands;
     let per = count.div_ceil(sessions);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -497,8 +500,16 @@ async fn rcpt(
         let domain = domain.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = Smtp::open(addr).await?;
+            let mut commands = 1; // EHLO
             let mut lat = Vec::with_capacity(per);
             while lat.len() < per {
+                // MAIL, up to 40 RCPTs, RSET, and QUIT at the end.
+                if commands + 43 > max_commands {
+                    let _ = c.cmd("QUIT", 221).await;
+                    c = Smtp::open(addr).await?;
+                    commands = 1;
+                }
+                commands += 2 + 40.min(per - lat.len());
                 c.cmd(&format!("MAIL FROM:<{SENDER}>"), 250).await?;
                 for _ in 0..40.min(per - lat.len()) {
                     let alias = aliases.choose(&mut rand::rng()).expect("not empty").clone();
