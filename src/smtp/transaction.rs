@@ -164,7 +164,7 @@ pub async fn accept(ctx: &Context, tx: &Transaction, raw: Arc<Vec<u8>>, peer: Ip
             }
         };
     }
-    let Some(Some(facts)) = parse_here_or_off_runtime(raw.clone(), |raw| HeaderFacts::read(raw)).await else {
+    let Some(Some(facts)) = parse_here_or_off_runtime(raw.clone(), HeaderFacts::read).await else {
         return reply::UNPARSEABLE;
     };
     let header_from = facts.from;
