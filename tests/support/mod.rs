@@ -49,13 +49,35 @@ pub async fn postgres_url() -> Option<String> {
             return None;
         }
     };
-    let name = format!("maskrelay_t_{}", maskrelay::address::random_token(10));
+    drop_old_databases(&mut conn).await;
+    let name = format!("maskrelay_t_{}_{}", maskrelay::store::now(), maskrelay::address::random_token(10));
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
         .expect("create test database");
     let (prefix, _) = base.rsplit_once('/').expect("postgres url with a database");
     Some(format!("{prefix}/{name}"))
+}
+
+/// Drops the databases earlier test runs left on the shared server (a test keeps its own
+/// until the process ends, and none runs for an hour): without this every run left ~20.
+/// Names carry their creation time; a name without one is from before that.
+async fn drop_old_databases(conn: &mut sqlx::PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'maskrelay\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    let hour_ago = maskrelay::store::now() - 3600;
+    for name in names {
+        let created =
+            name.trim_start_matches("maskrelay_t_").split_once('_').and_then(|(t, _)| t.parse::<i64>().ok());
+        let safe = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if safe && created.is_none_or(|t| t < hour_ago) {
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut *conn).await;
+        }
+    }
 }
 
 /// A config for tests: loopback port 0 everywhere, envelope auth, smarthost = the sink,
