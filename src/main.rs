@@ -11,6 +11,8 @@ use maskrelay::api::stores::NewStore;
 use maskrelay::api::threads::{NewThreadRequest, ShopperInput, ThreadQuery, ThreadView};
 use maskrelay::config::{Config, EgressMode, LogFormat};
 use maskrelay::server::Relay;
+use maskrelay::store::audit::Actor;
+use maskrelay::store::{Db, events, stores, threads};
 
 /// `println!` for a command's output (`out`).
 macro_rules! outln {
@@ -21,8 +23,6 @@ macro_rules! outln {
 macro_rules! outp {
     ($($t:tt)*) => { out(format_args!($($t)*), false) };
 }
-use maskrelay::store::audit::Actor;
-use maskrelay::store::{Db, events, stores, threads};
 
 #[derive(Parser)]
 #[command(name = "maskrelay", version, about = "Email-forwarding privacy relay: masked aliases per order")]
